@@ -1,0 +1,230 @@
+package message
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxDocumentSize bounds a message or metadata file before it is parsed.
+const MaxDocumentSize = 1 << 20
+
+// maxNodes bounds the number of YAML nodes a document may expand to,
+// counting every alias expansion, so an alias bomb fails before it costs
+// memory.
+const maxNodes = 100_000
+
+// ErrTooLarge is returned for documents above MaxDocumentSize.
+var ErrTooLarge = errors.New("document exceeds 1 MiB")
+
+// ErrAliasBomb is returned for documents whose aliases expand beyond a bound.
+var ErrAliasBomb = errors.New("document expands beyond the node limit (alias bomb?)")
+
+// FieldError names the field of a document that failed validation.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// parseMap parses data as one YAML mapping, refusing oversized documents and
+// alias bombs.
+func parseMap(data []byte) (fields, error) {
+	if len(data) > MaxDocumentSize {
+		return nil, ErrTooLarge
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("not YAML: %w", err)
+	}
+	if root.Kind == 0 {
+		return nil, errors.New("empty document")
+	}
+	n := 0
+	if !countNodes(&root, &n, 0) {
+		return nil, ErrAliasBomb
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind != yaml.MappingNode {
+		return nil, errors.New("document is not a mapping")
+	}
+	var m map[string]any
+	if err := doc.Decode(&m); err != nil {
+		return nil, fmt.Errorf("decode mapping: %w", err)
+	}
+	return fields(m), nil
+}
+
+func countNodes(n *yaml.Node, count *int, depth int) bool {
+	*count++
+	if *count > maxNodes || depth > 100 {
+		return false
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return countNodes(n.Alias, count, depth+1)
+	}
+	for _, c := range n.Content {
+		if !countNodes(c, count, depth+1) {
+			return false
+		}
+	}
+	return true
+}
+
+// fields is a decoded mapping with typed, field-naming accessors.
+type fields map[string]any
+
+func join(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return prefix + "." + key
+}
+
+// str returns the string at key. A required key that is missing or empty is
+// an error; so is a value of another type. Numbers and booleans are refused:
+// a request id of 12 is a sender bug, not a string.
+func (f fields) str(prefix, key string, required bool) (string, error) {
+	v, ok := f[key]
+	if !ok || v == nil {
+		if required {
+			return "", &FieldError{join(prefix, key), "required"}
+		}
+		return "", nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", &FieldError{join(prefix, key), fmt.Sprintf("must be a string, got %s", typeName(v))}
+	}
+	if required && strings.TrimSpace(s) == "" {
+		return "", &FieldError{join(prefix, key), "required"}
+	}
+	if strings.ContainsAny(s, "\x00") {
+		return "", &FieldError{join(prefix, key), "contains a NUL byte"}
+	}
+	return s, nil
+}
+
+func (f fields) number(prefix, key string, required bool) (float64, error) {
+	v, ok := f[key]
+	if !ok || v == nil {
+		if required {
+			return 0, &FieldError{join(prefix, key), "required"}
+		}
+		return 0, nil
+	}
+	switch n := v.(type) {
+	case int:
+		return float64(n), nil
+	case int64:
+		return float64(n), nil
+	case uint64:
+		return float64(n), nil
+	case float64:
+		return n, nil
+	}
+	return 0, &FieldError{join(prefix, key), fmt.Sprintf("must be a number, got %s", typeName(v))}
+}
+
+func (f fields) integer(prefix, key string) (int, error) {
+	v, ok := f[key]
+	if !ok || v == nil {
+		return 0, nil
+	}
+	switch n := v.(type) {
+	case int:
+		return n, nil
+	case int64:
+		return int(n), nil
+	case uint64:
+		return int(n), nil
+	}
+	return 0, &FieldError{join(prefix, key), fmt.Sprintf("must be an integer, got %s", typeName(v))}
+}
+
+func (f fields) boolean(prefix, key string) (bool, error) {
+	v, ok := f[key]
+	if !ok || v == nil {
+		return false, nil
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return false, &FieldError{join(prefix, key), fmt.Sprintf("must be a boolean, got %s", typeName(v))}
+	}
+	return b, nil
+}
+
+// sub returns the mapping at key, nil when absent.
+func (f fields) sub(prefix, key string) (fields, error) {
+	v, ok := f[key]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, &FieldError{join(prefix, key), fmt.Sprintf("must be a mapping, got %s", typeName(v))}
+	}
+	return fields(m), nil
+}
+
+func (f fields) list(prefix, key string) ([]any, error) {
+	v, ok := f[key]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return nil, &FieldError{join(prefix, key), fmt.Sprintf("must be a list, got %s", typeName(v))}
+	}
+	return l, nil
+}
+
+func (f fields) strings(prefix, key string) ([]string, error) {
+	l, err := f.list(prefix, key)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(l))
+	for i, v := range l {
+		s, ok := v.(string)
+		if !ok {
+			return nil, &FieldError{fmt.Sprintf("%s[%d]", join(prefix, key), i), fmt.Sprintf("must be a string, got %s", typeName(v))}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "string"
+	case int, int64, uint64, float64:
+		return "number"
+	case bool:
+		return "boolean"
+	case []any:
+		return "list"
+	case map[string]any:
+		return "mapping"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// firstErr returns the first non-nil error.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+// Package target names the runner-state files of one build target below a
+// runner root (SPEC §5). Every service that reads or writes runner state
+// derives its paths from here, so the layout is defined once.
+//
+//	<root>/<project>@<DIST|SELECTION>.<ARCH>            buildroot / image target dir
+//	<root>/<project>@<P>.sh .pid .run.log .prepare.log .build.log
+//	<root>/<project>@<P>.solver.json .result.yml .binaries/
+//	<root>/scheduled/<name>@<P>.pid
+package target
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/cloud-builder/cb/internal/message"
+)
+
+// Target is one build target on a runner.
+type Target struct {
+	Root    string // runner root
+	Project string // validated project path, projects/...
+	Profile string // DIST.ARCH or SELECTION.ARCH
+}
+
+// New validates project and profile parts and returns the target.
+func New(root, project, distOrSelection, arch string) (Target, error) {
+	if err := message.ValidateProject(project); err != nil {
+		return Target{}, err
+	}
+	for _, n := range []string{distOrSelection, arch} {
+		if err := message.ValidateName(n); err != nil {
+			return Target{}, fmt.Errorf("target %s: %w", project, err)
+		}
+	}
+	return Target{Root: root, Project: project, Profile: distOrSelection + "." + arch}, nil
+}
+
+// ForRequest returns the target a build request addresses.
+func ForRequest(root string, r *message.BuildRequest) (Target, error) {
+	switch {
+	case r.Package != nil:
+		return New(root, r.Project, r.Package.Dist, r.Package.Arch)
+	case r.Image != nil:
+		return New(root, r.Project, r.Image.Selection, r.Image.Arch)
+	}
+	return Target{}, fmt.Errorf("request %s has neither package nor image", r.RequestID)
+}
+
+// Name is the package or image name.
+func (t Target) Name() string { return filepath.Base(t.Project) }
+
+// ID is <name>@<profile>, unique per runner within one project name space.
+func (t Target) ID() string { return t.Name() + "@" + t.Profile }
+
+// Dir is the buildroot (packages) or image target directory.
+func (t Target) Dir() string {
+	return filepath.Join(t.Root, filepath.FromSlash(t.Project)+"@"+t.Profile)
+}
+
+func (t Target) file(suffix string) string { return t.Dir() + suffix }
+
+func (t Target) Script() string     { return t.file(".sh") }
+func (t Target) PIDFile() string    { return t.file(".pid") }
+func (t Target) RunLog() string     { return t.file(".run.log") }
+func (t Target) PrepareLog() string { return t.file(".prepare.log") }
+func (t Target) BuildLog() string   { return t.file(".build.log") }
+func (t Target) SolverFile() string { return t.file(".solver.json") }
+func (t Target) ResultFile() string { return t.file(".result.yml") }
+func (t Target) Binaries() string   { return t.file(".binaries") }
+
+// Work is scratch space of the target (overlay upper/work dirs, staging);
+// it is not part of the original layout and may be removed at any time
+// while no build runs.
+func (t Target) Work() string { return t.file(".work") }
+
+// ScheduledFile is the build-limit accounting file of the target.
+func (t Target) ScheduledFile() string {
+	return filepath.Join(t.Root, "scheduled", t.ID()+".pid")
+}
+
+// RepoPath is the repository path the target's binaries publish to:
+// the project's parent path plus the dist or selection, as the original
+// sorted them (projects/MS/xclock@TW.x86_64 -> projects/MS/TW).
+func (t Target) RepoPath() string {
+	return filepath.ToSlash(filepath.Join(filepath.Dir(t.Project), t.DistOrSelection()))
+}
+
+// DistOrSelection is the profile without the arch.
+func (t Target) DistOrSelection() string {
+	for i := len(t.Profile) - 1; i >= 0; i-- {
+		if t.Profile[i] == '.' {
+			return t.Profile[:i]
+		}
+	}
+	return t.Profile
+}
+
+// Arch is the profile's arch.
+func (t Target) Arch() string {
+	for i := len(t.Profile) - 1; i >= 0; i-- {
+		if t.Profile[i] == '.' {
+			return t.Profile[i+1:]
+		}
+	}
+	return ""
+}
