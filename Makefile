@@ -1,0 +1,23 @@
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+SERVICES := ctl fetch scheduler prepare run image info collect depsolver
+
+.PHONY: build test test-short vet fmt clean
+
+build:
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/cb ./cmd/cb
+	@for s in $(SERVICES); do ln -sf cb bin/cb-$$s; done
+
+test: build
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,241 @@
+// Package config reads Cloud Builder's configuration files (SPEC §7):
+// the broker config /etc/cloud_builder_broker.yml, the client config
+// ~/.config/cb/cbctl.yml and the shell-style service settings
+// /etc/cloud_builder. Every path has an environment override so tests and
+// demos never need /etc or /var.
+//
+// Decoding is strict: an unknown key is an error, because a misspelt key in
+// a config file silently falling back to a default is worse than a refusal.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Environment variables that override paths.
+const (
+	EnvBrokerConfig = "CB_BROKER_CONFIG"
+	EnvCtlConfig    = "CB_CTL_CONFIG"
+	EnvSettings     = "CB_SETTINGS"
+	EnvRunnerRoot   = "CB_RUNNER_ROOT"
+	EnvRepoRoot     = "CB_REPO_ROOT"
+	EnvSources      = "CB_SOURCES"
+)
+
+// Paths are the locations of configuration and state, after environment
+// overrides.
+type Paths struct {
+	BrokerConfig string
+	CtlConfig    string
+	Settings     string
+	RunnerRoot   string
+	RepoRoot     string
+	Sources      string
+}
+
+// DefaultPaths returns the paths of SPEC §7, overridden by getenv.
+func DefaultPaths(getenv func(string) string) Paths {
+	home := getenv("HOME")
+	if home == "" {
+		home = "/root"
+	}
+	p := Paths{
+		BrokerConfig: "/etc/cloud_builder_broker.yml",
+		CtlConfig:    filepath.Join(home, ".config/cb/cbctl.yml"),
+		Settings:     "/etc/cloud_builder",
+		RunnerRoot:   "/var/tmp/CB",
+		RepoRoot:     "/srv/www/projects",
+		Sources:      filepath.Join(home, "cloud_builder_sources"),
+	}
+	for _, o := range []struct {
+		env string
+		dst *string
+	}{
+		{EnvBrokerConfig, &p.BrokerConfig}, {EnvCtlConfig, &p.CtlConfig},
+		{EnvSettings, &p.Settings}, {EnvRunnerRoot, &p.RunnerRoot},
+		{EnvRepoRoot, &p.RepoRoot}, {EnvSources, &p.Sources},
+	} {
+		if v := getenv(o.env); v != "" {
+			*o.dst = v
+		}
+	}
+	return p
+}
+
+// TLS is broker.tls: the client certificate setup of the original.
+type TLS struct {
+	CAFile   string `yaml:"ssl_cafile"`
+	CertFile string `yaml:"ssl_certfile"`
+	KeyFile  string `yaml:"ssl_keyfile"`
+}
+
+// SASL is broker.sasl (an extension).
+type SASL struct {
+	Mechanism string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
+}
+
+// BrokerSection is the broker: block.
+type BrokerSection struct {
+	Host string `yaml:"host"`
+	TLS  *TLS   `yaml:"tls"`
+	SASL *SASL  `yaml:"sasl"`
+}
+
+// RunnerSection is the runner: block.
+type RunnerSection struct {
+	Group string `yaml:"group"`
+}
+
+// Endpoint is an HTTP service location with its credentials (extension):
+// the runner's artifact endpoint and the collector's upload endpoint.
+type Endpoint struct {
+	Listen    string `yaml:"listen"`     // where a server listens
+	URL       string `yaml:"url"`        // how clients reach it
+	Token     string `yaml:"token"`      // shared bearer token
+	TokenFile string `yaml:"token_file"` // or read it from a file
+	TLSCert   string `yaml:"tls_cert"`
+	TLSKey    string `yaml:"tls_key"`
+	ClientCA  string `yaml:"client_ca"`
+}
+
+// ReadToken returns Token, or the trimmed content of TokenFile.
+func (e Endpoint) ReadToken() (string, error) {
+	if e.Token != "" || e.TokenFile == "" {
+		return e.Token, nil
+	}
+	b, err := os.ReadFile(e.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	return string(bytes.TrimSpace(b)), nil
+}
+
+// Broker is /etc/cloud_builder_broker.yml.
+type Broker struct {
+	Broker    BrokerSection `yaml:"broker"`
+	Runner    RunnerSection `yaml:"runner"`
+	ThisHost  string        `yaml:"this_host"`
+	Artifacts Endpoint      `yaml:"artifacts"`
+	Collector Endpoint      `yaml:"collector"`
+}
+
+// DefaultBrokerHost is used when the config names no broker: the embedded
+// broker that `cb broker` and `cb up` start.
+const DefaultBrokerHost = "127.0.0.1:9092"
+
+// LoadBroker decodes a broker config strictly.
+func LoadBroker(r io.Reader) (*Broker, error) {
+	b := &Broker{}
+	if err := decodeStrict(r, b); err != nil {
+		return nil, err
+	}
+	if b.Broker.Host == "" {
+		b.Broker.Host = DefaultBrokerHost
+	}
+	if b.ThisHost == "" {
+		b.ThisHost, _ = os.Hostname()
+	}
+	if t := b.Broker.TLS; t != nil {
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			return nil, errors.New("broker.tls: ssl_certfile and ssl_keyfile go together")
+		}
+	}
+	if s := b.Broker.SASL; s != nil {
+		switch s.Mechanism {
+		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		default:
+			return nil, fmt.Errorf("broker.sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+		}
+	}
+	return b, nil
+}
+
+// LoadBrokerFile reads path; a missing file yields the defaults (embedded
+// broker on this machine), any other problem an error naming the file.
+func LoadBrokerFile(path string) (*Broker, error) {
+	b, err := loadFile(path, LoadBroker)
+	if errors.Is(err, os.ErrNotExist) {
+		return LoadBroker(bytes.NewReader(nil))
+	}
+	return b, err
+}
+
+// Cluster is the cluster: block of cbctl.yml.
+type Cluster struct {
+	SSHUser      string `yaml:"ssh_user"`
+	SSHPkeyFile  string `yaml:"ssh_pkey_file"`
+	RunnerCount  int    `yaml:"runner_count"`
+	ControlPlane string `yaml:"controlplane"`
+}
+
+// CtlSettings is the settings: block of cbctl.yml.
+type CtlSettings struct {
+	UseControlPlaneAsProxy bool `yaml:"use_control_plane_as_proxy"`
+}
+
+// Ctl is ~/.config/cb/cbctl.yml.
+type Ctl struct {
+	Cluster   Cluster     `yaml:"cluster"`
+	Settings  CtlSettings `yaml:"settings"`
+	Artifacts Endpoint    `yaml:"artifacts"` // token for runners' artifact endpoints
+}
+
+// LoadCtl decodes a cbctl.yml strictly.
+func LoadCtl(r io.Reader) (*Ctl, error) {
+	c := &Ctl{}
+	if err := decodeStrict(r, c); err != nil {
+		return nil, err
+	}
+	if c.Cluster.RunnerCount < 0 {
+		return nil, errors.New("cluster.runner_count: must not be negative")
+	}
+	return c, nil
+}
+
+// LoadCtlFile reads path; a missing file yields the defaults.
+func LoadCtlFile(path string) (*Ctl, error) {
+	c, err := loadFile(path, LoadCtl)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Ctl{}, nil
+	}
+	return c, err
+}
+
+func loadFile[T any](path string, load func(io.Reader) (T, error)) (T, error) {
+	var zero T
+	f, err := os.Open(path)
+	if err != nil {
+		return zero, err
+	}
+	defer f.Close()
+	v, err := load(f)
+	if err != nil {
+		return zero, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
+}
+
+func decodeStrict(r io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("invalid config: %w", err)
+	}
+	return nil
+}
