@@ -1,0 +1,3 @@
+package repo
+
+const sysRenameat2 = 316

@@ -1,0 +1,123 @@
+package repo
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Repomd is the part of repodata/repomd.xml the collector reads.
+type Repomd struct {
+	Revision string       `xml:"revision"`
+	Data     []RepomdData `xml:"data"`
+}
+
+// RepomdData is one metadata file listed in repomd.xml.
+type RepomdData struct {
+	Type     string `xml:"type,attr"`
+	Checksum struct {
+		Type  string `xml:"type,attr"`
+		Value string `xml:",chardata"`
+	} `xml:"checksum"`
+	Location struct {
+		Href string `xml:"href,attr"`
+	} `xml:"location"`
+}
+
+// ReadRepomd parses dir/repodata/repomd.xml.
+func ReadRepomd(dir string) (*Repomd, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "repodata", "repomd.xml"))
+	if err != nil {
+		return nil, err
+	}
+	var md Repomd
+	if err := xml.Unmarshal(data, &md); err != nil {
+		return nil, fmt.Errorf("parse repomd.xml: %w", err)
+	}
+	return &md, nil
+}
+
+// publishRPM regenerates repodata/ with createrepo_c --update, which reuses
+// the previous metadata of every rpm whose size and mtime did not change, so
+// adding one package to thousands costs little. The new repodata is built
+// next to the old one, signed, and exchanged with it in one step.
+func (p *Publisher) publishRPM(ctx context.Context, r Repository, builds []Build) error {
+	tmp, err := os.MkdirTemp(r.Dir(), ".repodata-")
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", r.Path, err)
+	}
+	defer os.RemoveAll(tmp)
+
+	// The package list comes from the bookkeeping, not from a directory
+	// scan, so a file that is not recorded never reaches the metadata.
+	var list strings.Builder
+	for _, b := range builds {
+		for _, f := range b.Files {
+			list.WriteString(f.Name + "\n")
+		}
+	}
+	pkglist := filepath.Join(tmp, "pkglist")
+	if err := os.WriteFile(pkglist, []byte(list.String()), 0o644); err != nil {
+		return fmt.Errorf("publish %s: %w", r.Path, err)
+	}
+	out := filepath.Join(tmp, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return fmt.Errorf("publish %s: %w", r.Path, err)
+	}
+	args := []string{"--quiet", "--update", "--outputdir", out, "--pkglist", pkglist,
+		"--workers", "2", "--general-compress-type", "gz"}
+	if _, err := os.Stat(filepath.Join(r.Dir(), "repodata", "repomd.xml")); err == nil {
+		args = append(args, "--update-md-path", r.Dir())
+	}
+	if !p.RPMDatabase {
+		args = append(args, "--no-database")
+	}
+	args = append(args, r.Dir())
+	if _, err := run(ctx, nil, p.createrepo(), args...); err != nil {
+		return fmt.Errorf("publish %s: %w", r.Path, err)
+	}
+	fresh := filepath.Join(out, "repodata")
+	md := filepath.Join(fresh, "repomd.xml")
+	if err := p.Signer.SignDetached(ctx, md, md+".asc"); err != nil {
+		return fmt.Errorf("publish %s: %w", r.Path, err)
+	}
+	// zypper looks for the key next to repomd.xml.
+	if key, err := os.ReadFile(filepath.Join(r.Root, PublicKeyArmored)); err == nil {
+		if err := os.WriteFile(md+".key", key, 0o644); err != nil {
+			return fmt.Errorf("publish %s: %w", r.Path, err)
+		}
+	}
+	current := filepath.Join(r.Dir(), "repodata")
+	keepPreviousRPM(current, fresh)
+	if err := swapIn(fresh, current); err != nil {
+		return fmt.Errorf("publish %s: swap repodata: %w", r.Path, err)
+	}
+	return nil
+}
+
+// keepPreviousRPM links the data files the previous repomd.xml names into
+// the new repodata, so a client that fetched the old repomd.xml a moment
+// before the swap can still download what it lists. Only one generation
+// back is kept. Failures only cost that courtesy, so they are ignored.
+func keepPreviousRPM(current, fresh string) {
+	md, err := ReadRepomd(filepath.Dir(current))
+	if err != nil {
+		return
+	}
+	for _, d := range md.Data {
+		name, ok := strings.CutPrefix(d.Location.Href, "repodata/")
+		if !ok || strings.Contains(name, "/") || name == "" || strings.HasPrefix(name, ".") {
+			continue
+		}
+		dst := filepath.Join(fresh, name)
+		if _, err := os.Lstat(dst); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		_ = os.Link(filepath.Join(current, name), dst)
+	}
+}
