@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/collect"
+	"github.com/cloud-builder/cb/internal/config"
+	"github.com/cloud-builder/cb/internal/job"
+	"github.com/cloud-builder/cb/internal/journal"
+)
+
+func init() {
+	register(&Command{Name: "job", Hidden: true, Summary: "run one journaled build (started by cb-scheduler)", Run: runJob})
+}
+
+// runnerFlags are shared by cb-scheduler and the job processes it starts.
+type runnerFlags struct {
+	runnerRoot, sources, thisHost, group string
+	brokerHosts                          string
+	collectorURL, collectorTokenFile     string
+	backend                              string
+	buildTimeout                         time.Duration
+}
+
+func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
+	p := env.Paths()
+	fs.StringVar(&f.runnerRoot, "runner-root", p.RunnerRoot, "runner state directory (env CB_RUNNER_ROOT)")
+	fs.StringVar(&f.sources, "sources", p.Sources, "source checkout (env CB_SOURCES)")
+	fs.StringVar(&f.thisHost, "this-host", "", "name of this machine in identities (default: this_host of the broker config)")
+	fs.StringVar(&f.group, "runner-group", "", "runner group topic (default: runner.group of the broker config, else cb-build-request)")
+	fs.StringVar(&f.brokerHosts, "broker", "", "broker seeds host:port[,host:port] (default: broker.host of the broker config)")
+	fs.StringVar(&f.collectorURL, "collector-url", "", "collector upload URL, e.g. http://repo:8080 (default: collector.url of the broker config; empty keeps results on the runner)")
+	fs.StringVar(&f.collectorTokenFile, "collector-token-file", "", "file holding the collector upload token (or env CB_COLLECTOR_TOKEN)")
+	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
+	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
+}
+
+// resolve fills defaults from the broker config.
+func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
+	if f.thisHost == "" {
+		f.thisHost = cfg.ThisHost
+	}
+	if f.group == "" {
+		f.group = cfg.Runner.Group
+	}
+	if f.group == "" {
+		f.group = "cb-build-request"
+	}
+	if f.brokerHosts != "" {
+		cfg.Broker.Host = f.brokerHosts
+	}
+	if f.collectorURL == "" {
+		f.collectorURL = cfg.Collector.URL
+	}
+	if f.collectorTokenFile == "" {
+		f.collectorTokenFile = cfg.Collector.TokenFile
+	}
+}
+
+// uploader returns the collector client, or nil when no collector is set.
+func (f *runnerFlags) uploader(env *Env, cfg *config.Broker, logger *slog.Logger) (job.Uploader, error) {
+	if f.collectorURL == "" {
+		return nil, nil
+	}
+	token := env.Getenv("CB_COLLECTOR_TOKEN")
+	if token == "" {
+		ep := cfg.Collector
+		ep.TokenFile = f.collectorTokenFile
+		t, err := ep.ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		token = t
+	}
+	return &collect.Client{URL: strings.TrimRight(f.collectorURL, "/"), Token: token, Logger: logger}, nil
+}
+
+func runJob(ctx context.Context, env *Env, args []string) int {
+	fs, common := newFlagSet(env, "job", "--journal FILE [flags]")
+	var rf runnerFlags
+	rf.register(fs, env)
+	journalFile := fs.String("journal", "", "journal entry of the request to build")
+	brokerConfig := fs.String("broker-config", env.Paths().BrokerConfig, "broker config file (env CB_BROKER_CONFIG)")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	logger := common.Logger(env.Stderr, "job")
+	if *journalFile == "" {
+		return fail(env, "job", errors.New("--journal is required"))
+	}
+	cfg, err := config.LoadBrokerFile(*brokerConfig)
+	if err != nil {
+		return fail(env, "job", err)
+	}
+	rf.resolve(env, cfg)
+	e, err := journal.Load(*journalFile)
+	if err != nil {
+		return fail(env, "job", err)
+	}
+	opts, err := brokerOptions(cfg, logger, "cb-job")
+	if err != nil {
+		return fail(env, "job", err)
+	}
+	client, err := broker.New(opts)
+	if err != nil {
+		return fail(env, "job", err)
+	}
+	defer client.Close()
+	up, err := rf.uploader(env, cfg, logger)
+	if err != nil {
+		return fail(env, "job", err)
+	}
+	err = job.Run(ctx, job.Config{
+		RunnerRoot: rf.runnerRoot, Sources: rf.sources, ThisHost: rf.thisHost, RunnerGroup: rf.group,
+		Publisher: client, Uploader: up, Backend: rf.backend, BuildTimeout: rf.buildTimeout, Logger: logger,
+	}, e)
+	if err != nil {
+		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))
+	}
+	return ExitOK
+}

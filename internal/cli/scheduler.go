@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/config"
+	"github.com/cloud-builder/cb/internal/metrics"
+	"github.com/cloud-builder/cb/internal/scheduler"
+	"github.com/cloud-builder/cb/internal/source"
+)
+
+func init() {
+	register(&Command{Name: "scheduler", Summary: "consume build requests of a runner group and run the builds", Run: runScheduler})
+}
+
+func runScheduler(ctx context.Context, env *Env, args []string) int {
+	fs, common := newFlagSet(env, "scheduler", "[flags]")
+	var rf runnerFlags
+	rf.register(fs, env)
+	brokerConfig := fs.String("broker-config", env.Paths().BrokerConfig, "broker config file (env CB_BROKER_CONFIG)")
+	fs.Int("update-interval", 10, "accepted for compatibility; consumption is continuous")
+	pollTimeout := fs.Int("poll-timeout", 5000, "broker poll timeout in milliseconds")
+	buildLimit := fs.Int("build-limit", 10, "maximum number of builds running at once")
+	repoServer := fs.String("repo-server", "", "original option: collector host; an http(s) URL is used as --collector-url")
+	fs.String("ssh-user", "", "accepted for compatibility; results are uploaded over HTTP")
+	fs.String("ssh-pkey", "", "accepted for compatibility; results are uploaded over HTTP")
+	metricsListen := fs.String("metrics-listen", "", "serve /healthz and /metrics here, e.g. 127.0.0.1:9101")
+	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	logger := common.Logger(env.Stderr, "scheduler")
+	cfg, err := config.LoadBrokerFile(*brokerConfig)
+	if err != nil {
+		return fail(env, "scheduler", err)
+	}
+	if strings.HasPrefix(*repoServer, "http://") || strings.HasPrefix(*repoServer, "https://") {
+		rf.collectorURL = *repoServer
+	} else if *repoServer != "" {
+		logger.Warn("--repo-server is not an http(s) URL; results are uploaded to --collector-url instead of rsync over ssh", "repo_server", *repoServer)
+	}
+	rf.resolve(env, cfg)
+	if *checkConfig {
+		fmt.Fprintln(env.Stdout, "configuration ok")
+		return ExitOK
+	}
+	err = runRunner(ctx, env, logger, cfg, &rf, runnerOptions{
+		brokerConfig: *brokerConfig, buildLimit: *buildLimit,
+		pollTimeout: time.Duration(*pollTimeout) * time.Millisecond, metricsListen: *metricsListen,
+	})
+	if err != nil {
+		return fail(env, "scheduler", err)
+	}
+	return ExitOK
+}
+
+type runnerOptions struct {
+	brokerConfig  string
+	buildLimit    int
+	pollTimeout   time.Duration
+	metricsListen string
+	ready         func(name string, addr net.Addr)
+}
+
+// runRunner runs a scheduler for rf.group until ctx is done.
+func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.Broker, rf *runnerFlags, o runnerOptions) error {
+	opts, err := brokerOptions(cfg, logger, "cb-scheduler")
+	if err != nil {
+		return err
+	}
+	client, err := broker.New(opts)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if err := client.EnsureTopics(ctx, 1, time.Hour, rf.group); err != nil {
+		logger.Warn("cannot ensure the runner group topic exists", "topic", rf.group, "err", err)
+	}
+	consumer, err := broker.NewConsumer(opts, broker.ConsumerConfig{Group: rf.group, Topics: []string{rf.group}, Start: broker.Earliest})
+	if err != nil {
+		return err
+	}
+	defer consumer.Close()
+	jobCmd := []string{env.Exe, "job", "--runner-root", rf.runnerRoot, "--sources", rf.sources,
+		"--this-host", rf.thisHost, "--runner-group", rf.group, "--broker", cfg.Broker.Host,
+		"--broker-config", o.brokerConfig, "--backend", rf.backend, "--build-timeout", rf.buildTimeout.String()}
+	if rf.collectorURL != "" {
+		jobCmd = append(jobCmd, "--collector-url", rf.collectorURL)
+	}
+	var jobEnv []string
+	if rf.collectorTokenFile != "" {
+		jobCmd = append(jobCmd, "--collector-token-file", rf.collectorTokenFile)
+	} else if t := env.Getenv("CB_COLLECTOR_TOKEN"); t != "" {
+		jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
+	} else if t := cfg.Collector.Token; t != "" {
+		jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
+	}
+	sources := rf.sources
+	s, err := scheduler.New(scheduler.Config{
+		RunnerGroup: rf.group, RunnerRoot: rf.runnerRoot, Sources: sources, ThisHost: rf.thisHost,
+		BuildLimit: o.buildLimit, PollTimeout: o.pollTimeout, JobCommand: jobCmd, JobEnv: jobEnv,
+		Pull:     func(ctx context.Context) error { return source.Pull(ctx, sources, logger) },
+		Consumer: consumer, Publisher: client, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	g, gctx := newGroup(ctx)
+	if o.metricsListen != "" {
+		g.Go("metrics", func() error {
+			return metrics.Serve(gctx, o.metricsListen, metrics.Mux(client.Ping), logger, func(a net.Addr) {
+				logger.Info("metrics and health", "url", "http://"+a.String()+"/metrics")
+				if o.ready != nil {
+					o.ready("scheduler metrics", a)
+				}
+			})
+		})
+	}
+	g.Go("scheduler", func() error {
+		logger.Info("scheduler running", "runner_group", rf.group, "build_limit", o.buildLimit, "runner_root", rf.runnerRoot)
+		return s.Run(gctx)
+	})
+	return g.Wait()
+}

@@ -1,0 +1,275 @@
+// Package job runs one journaled build request on a runner: buildroot
+// preparation and package build (cb-prepare + cb-run of the original), or an
+// image build (cb-image), then the transfer of the results to the collector,
+// the result file and the final response.
+//
+// A job runs in its own process, started by the scheduler as the leader of
+// a new process group, so a reset can kill the job and every tool it
+// started at once. It writes its progress into its journal entry; the
+// final response is written to <target>.result.yml and the entry marked
+// finished before it is published, so a crash between the two is repaired
+// by the scheduler's recovery and never causes a second build.
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/collect"
+	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/target"
+)
+
+// Publisher sends a message to a topic; *broker.Client satisfies it.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, value []byte) error
+}
+
+// Uploader transfers a build's results to the collector; *collect.Client
+// satisfies it.
+type Uploader interface {
+	Upload(ctx context.Context, u collect.Upload) error
+}
+
+// Config is what a job needs from its runner.
+type Config struct {
+	RunnerRoot   string
+	Sources      string // the runner's source checkout
+	ThisHost     string
+	RunnerGroup  string
+	Publisher    Publisher
+	Uploader     Uploader // nil: results stay on the runner
+	CacheDir     string   // buildroot cache, default <runner root>/.cache/buildroot
+	Backend      string   // buildroot backend: auto, kiwi, native
+	BuildTimeout time.Duration
+	MaxLogBytes  int64
+	Logger       *slog.Logger
+}
+
+// DefaultBuildTimeout bounds one build step.
+const DefaultBuildTimeout = 4 * time.Hour
+
+// DefaultMaxLogBytes caps a build log.
+const DefaultMaxLogBytes = 64 << 20
+
+func (c *Config) defaults() {
+	if c.CacheDir == "" {
+		c.CacheDir = filepath.Join(c.RunnerRoot, ".cache", "buildroot")
+	}
+	if c.Backend == "" {
+		c.Backend = "auto"
+	}
+	if c.BuildTimeout == 0 {
+		c.BuildTimeout = DefaultBuildTimeout
+	}
+	if c.MaxLogBytes == 0 {
+		c.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Run executes the journaled request e to its final response.
+func Run(ctx context.Context, cfg Config, e *journal.Entry) error {
+	cfg.defaults()
+	req := &e.Request
+	t, err := target.ForRequest(cfg.RunnerRoot, req)
+	if err != nil {
+		return fmt.Errorf("job %s: %w", req.RequestID, err)
+	}
+	logger := cfg.Logger.With("request_id", req.RequestID, "target", t.ID(), "project", req.Project)
+	e.PID = os.Getpid()
+	e.Attempts++
+	if err := e.Advance(journal.Running); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(t.Dir()), 0o755); err != nil {
+		return fmt.Errorf("job %s: %w", req.RequestID, err)
+	}
+	r := &runner{cfg: cfg, e: e, t: t, req: req, logger: logger}
+	var final *message.Response
+	if req.IsImage() {
+		final = r.image(ctx)
+	} else {
+		final = r.pkg(ctx)
+	}
+	if ctx.Err() != nil {
+		// Stopped from outside (reset, shutdown): no final response; the
+		// scheduler answers for a reset and resumes after a shutdown.
+		return fmt.Errorf("job %s: %w", req.RequestID, context.Cause(ctx))
+	}
+	return Finish(ctx, cfg.Publisher, e, t, final, logger)
+}
+
+// Finish records the final response in the result file and the journal,
+// then publishes it. The order makes a crash at any point recoverable by
+// Recover without a second build.
+func Finish(ctx context.Context, pub Publisher, e *journal.Entry, t target.Target, final *message.Response, logger *slog.Logger) error {
+	data, err := message.Encode(final)
+	if err != nil {
+		return err
+	}
+	if err := journal.WriteFileAtomic(t.ResultFile(), data, 0o644); err != nil {
+		return fmt.Errorf("write result file: %w", err)
+	}
+	e.Code = final.ResponseCode
+	if err := e.Advance(journal.Finished); err != nil {
+		return err
+	}
+	return Publish(ctx, pub, e, data, logger)
+}
+
+// Publish sends the final response and marks the entry responded,
+// retrying while the broker is away.
+func Publish(ctx context.Context, pub Publisher, e *journal.Entry, data []byte, logger *slog.Logger) error {
+	if err := publishRetry(ctx, pub, message.TopicResponse, data, logger); err != nil {
+		return err
+	}
+	logger.Info("final response sent", "response_code", e.Code)
+	return e.Advance(journal.Responded)
+}
+
+func publishRetry(ctx context.Context, pub Publisher, topic string, data []byte, logger *slog.Logger) error {
+	if pub == nil {
+		return nil
+	}
+	backoff := 500 * time.Millisecond
+	for {
+		err := pub.Publish(ctx, topic, data)
+		if err == nil {
+			return nil
+		}
+		logger.Warn("publish failed, retrying", "topic", topic, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish to %s: %w", topic, errors.Join(err, context.Cause(ctx)))
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+type runner struct {
+	cfg    Config
+	e      *journal.Entry
+	t      target.Target
+	req    *message.BuildRequest
+	logger *slog.Logger
+}
+
+func (r *runner) respond(ctx context.Context, resp *message.Response) {
+	data, err := message.Encode(resp)
+	if err == nil {
+		err = publishRetry(ctx, r.cfg.Publisher, message.TopicResponse, data, r.logger)
+	}
+	if err != nil {
+		r.logger.Warn("response not sent", "response_code", resp.ResponseCode, "err", err)
+	}
+}
+
+func (r *runner) response(service, code, msg string) *message.Response {
+	name := r.req.Project
+	if service == message.ServicePrepare || service == message.ServiceImage {
+		name = r.req.Name()
+	}
+	return &message.Response{
+		SchemaVersion: message.SchemaVersion,
+		Identity:      message.Identity(service, r.cfg.ThisHost, name),
+		RequestID:     r.req.RequestID,
+		Project:       r.req.Project,
+		ResponseCode:  code,
+		Message:       msg,
+	}
+}
+
+func (r *runner) pkgDir() string {
+	return filepath.Join(r.cfg.Sources, filepath.FromSlash(r.req.Project))
+}
+
+// openLog truncates and opens a log file of the target.
+func openLog(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+}
+
+// prepare creates the buildroot and answers with the package_prepare
+// block. On failure it returns the final response instead of a layout.
+func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Response) {
+	resp := r.response(message.ServicePrepare, message.BuildRootSetupSucceeded, "Buildroot ready for package build")
+	pp := &message.PackagePrepare{BuildRoot: r.t.Dir(), PrepareLogFile: r.t.PrepareLog(), SolverFile: r.t.SolverFile()}
+	resp.PackagePrepare = pp
+	logf, err := openLog(r.t.PrepareLog())
+	if err != nil {
+		resp.ResponseCode, resp.Message, pp.ExitCode = message.BuildRootSetupFailed, "open prepare log: "+err.Error(), 1
+		return nil, resp
+	}
+	defer logf.Close()
+	start := time.Now()
+	layout, err := buildroot.Prepare(ctx, buildroot.Options{
+		CacheDir: r.cfg.CacheDir,
+		Backend:  r.cfg.Backend,
+		Fresh:    r.req.FreshBuildRoot || r.e.Clean,
+		Log:      logf,
+		Logger:   r.logger,
+	}, r.pkgDir(), r.t)
+	r.e.Prepare = time.Since(start)
+	if err != nil {
+		fmt.Fprintf(logf, "\nbuildroot setup failed: %v\n", err)
+		r.logger.Error("buildroot setup failed", "err", err)
+		resp.ResponseCode = message.BuildRootSetupFailed
+		resp.Message = "Buildroot setup failed: " + firstLine(err.Error())
+		pp.ExitCode = 1
+		return nil, resp
+	}
+	hit := layout.CacheHit
+	r.e.CacheHit = &hit
+	_ = r.e.Save()
+	if ctx.Err() == nil {
+		r.respond(ctx, resp)
+	}
+	return layout, nil
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+// upload hands the binaries to the collector. Files are named relative to
+// the target's repository directory below the binaries dir.
+func (r *runner) upload(ctx context.Context, binaries []string, repoType string) error {
+	if r.cfg.Uploader == nil || len(binaries) == 0 {
+		return nil
+	}
+	base := filepath.Join(r.t.Binaries(), filepath.FromSlash(r.t.RepoPath()))
+	u := collect.Upload{
+		RequestID: r.req.RequestID,
+		Project:   r.req.Project,
+		Name:      r.req.Name(),
+		RepoPath:  r.t.RepoPath(),
+		Arch:      r.t.Arch(),
+		RepoType:  repoType,
+	}
+	for _, b := range binaries {
+		rel, err := filepath.Rel(base, b)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return fmt.Errorf("binary %s is outside %s", b, base)
+		}
+		u.Files = append(u.Files, collect.File{Path: b, Name: filepath.ToSlash(rel)})
+	}
+	if err := r.cfg.Uploader.Upload(ctx, u); err != nil {
+		return fmt.Errorf("upload to collector: %w", err)
+	}
+	return nil
+}

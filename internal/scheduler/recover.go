@@ -1,0 +1,80 @@
+package scheduler
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/target"
+)
+
+// Recover settles the journal after a start: final responses recorded but
+// not sent are sent, jobs still running from before a scheduler crash are
+// adopted, and requests whose job is gone are queued to run again. Of
+// several pending requests for one target only the newest is built.
+func (s *Scheduler) Recover(ctx context.Context) error {
+	pending, err := s.journal.Pending()
+	if err != nil {
+		return err
+	}
+	_ = s.journal.Prune(time.Now().Add(-7 * 24 * time.Hour))
+	newest := map[string]*journal.Entry{}
+	for _, e := range pending { // oldest first
+		t, err := target.ForRequest(s.cfg.RunnerRoot, &e.Request)
+		if err != nil {
+			s.abandon(ctx, e, "invalid target: "+err.Error())
+			continue
+		}
+		if e.State == journal.Finished {
+			s.resend(ctx, e, t)
+			continue
+		}
+		if old := newest[t.Dir()]; old != nil {
+			s.abandon(ctx, old, "superseded by request "+e.Request.RequestID)
+		}
+		newest[t.Dir()] = e
+	}
+	for dir, e := range newest {
+		t, _ := target.ForRequest(s.cfg.RunnerRoot, &e.Request)
+		if e.State == journal.Running && jobAlive(e.PID, e.Path()) {
+			s.logger.Info("adopting build job that survived a scheduler restart", "request_id", e.Request.RequestID, "pid", e.PID, "target", t.ID())
+			r := &run{entry: e, t: t, pid: e.PID, done: make(chan struct{})}
+			s.track(r)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				for jobAlive(r.pid, e.Path()) {
+					time.Sleep(time.Second)
+				}
+				s.exited(r)
+			}()
+			continue
+		}
+		s.logger.Info("resuming journaled build", "request_id", e.Request.RequestID, "state", e.State, "target", t.ID())
+		_ = dir
+		s.mu.Lock()
+		s.waiting = append(s.waiting, e)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// jobAlive reports whether pid is a live job process working on the entry
+// at path (and not an unrelated process that got the pid later).
+func jobAlive(pid int, path string) bool {
+	if pid <= 1 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(cmdline, []byte(path))
+}

@@ -1,0 +1,605 @@
+// Package scheduler is cb-scheduler: it consumes its runner group's topic
+// as a shared queue, validates each request, records accepted ones in the
+// runner's journal and starts a build job process for each, at most
+// BuildLimit at a time.
+//
+// Delivery: a request's offset is committed only after the request is
+// either journaled (fsync'd) or answered with a final rejection, so a crash
+// at any point makes the broker deliver it again; a redelivered request
+// that is already in the journal is acknowledged and not started twice.
+// Journaled requests whose job died (runner crash, shutdown) are started
+// again by Recover; jobs that survived a scheduler crash are adopted.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/job"
+	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/metrics"
+	"github.com/cloud-builder/cb/internal/target"
+)
+
+// Consumer is the runner group's shared-queue consumer; *broker.Consumer
+// satisfies it.
+type Consumer interface {
+	Poll(ctx context.Context) ([]broker.Record, error)
+	Ack(ctx context.Context, recs ...broker.Record) error
+	Pause()
+	Resume()
+}
+
+// Config wires a scheduler.
+type Config struct {
+	RunnerGroup string
+	RunnerRoot  string
+	Sources     string
+	ThisHost    string
+	HostArch    string // uname -m; default from the kernel
+	BuildLimit  int
+	PollTimeout time.Duration
+	// JobCommand is the argv prefix that starts a job process; the
+	// scheduler appends "--journal <entry file>". Typically
+	// [cb, job, --runner-root, …].
+	JobCommand []string
+	// JobEnv is added to the job's environment (secrets go here, not
+	// on the argv where every user can read them).
+	JobEnv []string
+	// Pull updates the source checkout before a rebuild; nil skips it.
+	Pull      func(ctx context.Context) error
+	Consumer  Consumer
+	Publisher job.Publisher
+	Logger    *slog.Logger
+	// StopGrace is how long a stopped job gets between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+}
+
+// Scheduler runs builds for one runner group.
+type Scheduler struct {
+	cfg     Config
+	journal *journal.Journal
+	logger  *slog.Logger
+
+	mu       sync.Mutex
+	running  map[string]*run // by target dir
+	waiting  []*journal.Entry
+	stopping bool
+	wg       sync.WaitGroup
+	changed  chan struct{} // a job ended: re-check the limit
+}
+
+type run struct {
+	entry *journal.Entry
+	t     target.Target
+	pid   int
+	reset bool // killed for a newer request of the same target
+	done  chan struct{}
+}
+
+// New validates cfg and opens the journal.
+func New(cfg Config) (*Scheduler, error) {
+	if cfg.RunnerGroup == "" {
+		cfg.RunnerGroup = message.TopicDefaultRequests
+	}
+	if err := message.ValidateName(cfg.RunnerGroup); err != nil {
+		return nil, fmt.Errorf("runner group: %w", err)
+	}
+	if cfg.BuildLimit <= 0 {
+		cfg.BuildLimit = 10
+	}
+	if cfg.PollTimeout <= 0 {
+		cfg.PollTimeout = 5 * time.Second
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 20 * time.Second
+	}
+	if cfg.HostArch == "" {
+		cfg.HostArch = HostArch()
+	}
+	if len(cfg.JobCommand) == 0 {
+		return nil, errors.New("scheduler: no job command")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	j, err := journal.Open(cfg.RunnerRoot)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.RunnerRoot, "scheduled"), 0o755); err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	return &Scheduler{
+		cfg: cfg, journal: j, logger: cfg.Logger.With("runner_group", cfg.RunnerGroup),
+		running: map[string]*run{}, changed: make(chan struct{}, 1),
+	}, nil
+}
+
+// HostArch is the machine name as uname -m prints it.
+func HostArch() string {
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, c := range u.Machine {
+		if c == 0 {
+			break
+		}
+		b.WriteByte(byte(c))
+	}
+	return b.String()
+}
+
+// Run recovers the journal, then consumes requests until ctx is done. On
+// return every job it started has been stopped; their entries stay in the
+// journal and are resumed by the next Run.
+func (s *Scheduler) Run(ctx context.Context) error {
+	if s.cfg.Consumer == nil {
+		return errors.New("scheduler: no consumer")
+	}
+	if err := s.Recover(ctx); err != nil {
+		return err
+	}
+	defer s.stopAll()
+	paused := false
+	lastLag := time.Time{}
+	for ctx.Err() == nil {
+		s.startWaiting(ctx)
+		full := s.load() >= s.cfg.BuildLimit
+		if full != paused {
+			if full {
+				s.cfg.Consumer.Pause()
+				s.logger.Info("build limit reached, pausing consumption", "limit", s.cfg.BuildLimit)
+			} else {
+				s.cfg.Consumer.Resume()
+				s.logger.Info("resuming consumption")
+			}
+			paused = full
+		}
+		if lc, ok := s.cfg.Consumer.(interface {
+			Lag(context.Context) (int64, error)
+		}); ok && time.Since(lastLag) > 15*time.Second {
+			lastLag = time.Now()
+			if lag, err := lc.Lag(ctx); err == nil {
+				metrics.QueueLag.WithLabelValues(s.cfg.RunnerGroup).Set(float64(lag))
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.PollTimeout)
+		if paused {
+			// Nothing to fetch; wait for a job to end, keep the group
+			// membership alive through the client's heartbeats.
+			select {
+			case <-pctx.Done():
+			case <-s.changed:
+			}
+			cancel()
+			continue
+		}
+		recs, err := s.cfg.Consumer.Poll(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			s.logger.Warn("poll failed, retrying", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		for _, rec := range recs {
+			if ctx.Err() != nil {
+				break
+			}
+			if err := s.handle(ctx, rec.Value); err != nil {
+				// Not acknowledged: the broker delivers it again,
+				// after a rebalance or restart at the latest.
+				s.logger.Error("request not handled, not acknowledging", "err", err, "offset", rec.Offset, "partition", rec.Partition)
+				sleep(ctx, 2*time.Second)
+				break
+			}
+			if err := s.cfg.Consumer.Ack(ctx, rec); err != nil {
+				s.logger.Warn("acknowledge failed; the request may be delivered again and is then recognised from the journal", "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// load is the number of running plus journaled-but-waiting builds.
+func (s *Scheduler) load() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.running) + len(s.waiting)
+}
+
+// handle validates one request and journals or answers it. An error means
+// it must not be acknowledged.
+func (s *Scheduler) handle(ctx context.Context, data []byte) error {
+	req, err := message.DecodeBuildRequest(data)
+	if err != nil {
+		id := message.PeekRequestID(data)
+		s.logger.Warn("invalid build request", "request_id", id, "err", err)
+		if id == "" {
+			return nil // nobody to answer; acknowledged so it does not block the partition
+		}
+		return s.publish(ctx, &message.Response{
+			SchemaVersion: message.SchemaVersion, RequestID: id,
+			Identity:     message.Identity(message.ServiceScheduler, s.cfg.ThisHost, "(system)"),
+			ResponseCode: message.InvalidRequest, Message: "Invalid build request: " + err.Error(),
+		})
+	}
+	logger := s.logger.With("request_id", req.RequestID, "project", req.Project, "profile", req.Profile())
+	resp := &message.Response{
+		SchemaVersion: message.SchemaVersion, RequestID: req.RequestID, Project: req.Project,
+		Identity: message.Identity(message.ServiceScheduler, s.cfg.ThisHost, req.Name()),
+		Target:   responseTarget(req),
+	}
+	if req.RunnerGroup != s.cfg.RunnerGroup && s.cfg.RunnerGroup != "local" {
+		resp.ResponseCode = message.PackageTargetNotConfigured
+		if req.IsImage() {
+			resp.ResponseCode = message.ImageTargetNotConfigured
+		}
+		resp.Message = fmt.Sprintf("Request for runner group %s arrived at runner group %s", req.RunnerGroup, s.cfg.RunnerGroup)
+		logger.Warn("request for another runner group")
+		return s.publish(ctx, resp)
+	}
+	if s.cfg.Pull != nil && isRebuild(req.Action) {
+		if err := s.cfg.Pull(ctx); err != nil {
+			logger.Warn("source checkout update failed, validating against the current checkout", "err", err)
+		}
+	}
+	v := Validate(s.cfg.Sources, s.cfg.RunnerGroup, s.cfg.HostArch, req)
+	resp.ResponseCode, resp.Message = v.Code, v.Message
+	if !v.Accepted() {
+		logger.Info("request rejected", "response_code", v.Code, "reason", v.Message)
+		return s.publish(ctx, resp)
+	}
+	e, existed, err := s.journal.Add(req, false)
+	if err != nil {
+		return err
+	}
+	if existed {
+		logger.Info("request already journaled (redelivered), not starting it again", "state", e.State)
+		return nil
+	}
+	logger.Info("request accepted")
+	if err := s.publish(ctx, resp); err != nil {
+		logger.Warn("accepted response not sent", "err", err)
+	}
+	s.enqueue(ctx, e)
+	return nil
+}
+
+func isRebuild(action string) bool {
+	switch action {
+	case message.ActionPackageRebuild, message.ActionPackageSourceChange,
+		message.ActionImageRebuild, message.ActionImageSourceChange:
+		return true
+	}
+	return false
+}
+
+func responseTarget(req *message.BuildRequest) *message.Target {
+	if req.IsImage() {
+		return &message.Target{Arch: req.Image.Arch, Selection: req.Image.Selection}
+	}
+	return &message.Target{Arch: req.Package.Arch, Dist: req.Package.Dist}
+}
+
+func (s *Scheduler) publish(ctx context.Context, resp *message.Response) error {
+	if s.cfg.Publisher == nil {
+		return nil
+	}
+	data, err := message.Encode(resp)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s.cfg.Publisher.Publish(pctx, message.TopicResponse, data); err != nil {
+		return fmt.Errorf("publish %s: %w", resp.ResponseCode, err)
+	}
+	return nil
+}
+
+// enqueue resets a running build of the same target, then queues e.
+func (s *Scheduler) enqueue(ctx context.Context, e *journal.Entry) {
+	t, err := target.ForRequest(s.cfg.RunnerRoot, &e.Request)
+	if err != nil {
+		s.abandon(ctx, e, "invalid target: "+err.Error())
+		return
+	}
+	s.mu.Lock()
+	old := s.running[t.Dir()]
+	// A waiting request for the same target is superseded as well.
+	var superseded []*journal.Entry
+	kept := s.waiting[:0]
+	for _, w := range s.waiting {
+		if wt, err := target.ForRequest(s.cfg.RunnerRoot, &w.Request); err == nil && wt.Dir() == t.Dir() {
+			superseded = append(superseded, w)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	s.waiting = kept
+	s.mu.Unlock()
+	for _, w := range superseded {
+		s.abandon(ctx, w, "superseded by request "+e.Request.RequestID)
+	}
+	if old != nil {
+		s.reset(ctx, old, e)
+	}
+	s.mu.Lock()
+	s.waiting = append(s.waiting, e)
+	s.mu.Unlock()
+}
+
+// reset kills the running build of old's target because e asks for the
+// same target again, and answers for it.
+func (s *Scheduler) reset(ctx context.Context, old *run, e *journal.Entry) {
+	s.mu.Lock()
+	old.reset = true
+	s.mu.Unlock()
+	s.logger.Info("resetting running build", "target", old.t.ID(), "pid", old.pid, "old_request", old.entry.Request.RequestID, "new_request", e.Request.RequestID)
+	_ = s.publish(ctx, &message.Response{
+		SchemaVersion: message.SchemaVersion, RequestID: e.Request.RequestID, Project: e.Request.Project,
+		Identity:     message.Identity(message.ServiceScheduler, s.cfg.ThisHost, e.Request.Name()),
+		ResponseCode: message.ResetRunningBuild, Target: responseTarget(&e.Request),
+		Message: fmt.Sprintf("Kill job group for PID:%d prior rebuild", old.pid),
+	})
+	killGroup(old.pid, syscall.SIGKILL)
+	<-old.done
+}
+
+func killGroup(pid int, sig syscall.Signal) {
+	if pid > 1 {
+		_ = syscall.Kill(-pid, sig)
+	}
+}
+
+// abandon gives a journaled request its final failure response.
+func (s *Scheduler) abandon(ctx context.Context, e *journal.Entry, why string) {
+	code := message.PackageBuildFailed
+	if e.Request.IsImage() {
+		code = message.ImageBuildFailed
+	}
+	resp := &message.Response{
+		SchemaVersion: message.SchemaVersion, RequestID: e.Request.RequestID, Project: e.Request.Project,
+		Identity:     message.Identity(message.ServiceScheduler, s.cfg.ThisHost, e.Request.Name()),
+		ResponseCode: code, Message: "Build not completed: " + why,
+	}
+	data, err := message.Encode(resp)
+	if err != nil {
+		return
+	}
+	e.Code = code
+	if err := e.Advance(journal.Finished); err != nil {
+		s.logger.Error("journal", "err", err)
+		return
+	}
+	if err := job.Publish(ctx, s.cfg.Publisher, e, data, s.logger); err != nil {
+		s.logger.Warn("final response not sent; recovery will send it", "request_id", e.Request.RequestID, "err", err)
+	}
+	metrics.BuildsFinished.WithLabelValues(s.cfg.RunnerGroup, "failed").Inc()
+}
+
+// startWaiting starts queued entries while below the build limit.
+func (s *Scheduler) startWaiting(ctx context.Context) {
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		if len(s.waiting) == 0 || len(s.running) >= s.cfg.BuildLimit || s.stopping {
+			s.mu.Unlock()
+			return
+		}
+		e := s.waiting[0]
+		s.waiting = s.waiting[1:]
+		s.mu.Unlock()
+		if err := s.start(e); err != nil {
+			s.logger.Error("cannot start build job", "request_id", e.Request.RequestID, "err", err)
+			s.abandon(ctx, e, "cannot start build job: "+err.Error())
+		}
+	}
+}
+
+// start launches the job process of e as the leader of a new process group.
+func (s *Scheduler) start(e *journal.Entry) error {
+	t, err := target.ForRequest(s.cfg.RunnerRoot, &e.Request)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(t.Dir()), 0o755); err != nil {
+		return err
+	}
+	argv := append(append([]string{}, s.cfg.JobCommand...), "--journal", e.Path())
+	if err := os.WriteFile(t.Script(), []byte(scriptFor(argv)), 0o755); err != nil {
+		return fmt.Errorf("write job script: %w", err)
+	}
+	logf, err := os.OpenFile(t.RunLog(), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), s.cfg.JobEnv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start job: %w", err)
+	}
+	logf.Close()
+	r := &run{entry: e, t: t, pid: cmd.Process.Pid, done: make(chan struct{})}
+	s.track(r)
+	metrics.BuildsStarted.WithLabelValues(s.cfg.RunnerGroup).Inc()
+	s.logger.Info("build job started", "request_id", e.Request.RequestID, "target", t.ID(), "pid", r.pid)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = cmd.Wait()
+		s.exited(r)
+	}()
+	return nil
+}
+
+func (s *Scheduler) track(r *run) {
+	pid := []byte(strconv.Itoa(r.pid) + "\n")
+	_ = os.WriteFile(r.t.PIDFile(), pid, 0o644)
+	_ = os.WriteFile(r.t.ScheduledFile(), pid, 0o644)
+	s.mu.Lock()
+	s.running[r.t.Dir()] = r
+	metrics.RunningBuilds.Set(float64(len(s.running)))
+	s.mu.Unlock()
+}
+
+// exited settles a job process that ended: it reads what the job recorded
+// and answers, retries or leaves the entry for resumption.
+func (s *Scheduler) exited(r *run) {
+	s.mu.Lock()
+	delete(s.running, r.t.Dir())
+	metrics.RunningBuilds.Set(float64(len(s.running)))
+	stopping, reset := s.stopping, r.reset
+	s.mu.Unlock()
+	_ = os.Remove(r.t.ScheduledFile())
+	if b, err := os.ReadFile(r.t.PIDFile()); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(r.pid) {
+		_ = os.Remove(r.t.PIDFile())
+	}
+	defer close(r.done)
+	defer s.notify()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e, err := journal.Load(r.entry.Path())
+	if err != nil {
+		s.logger.Error("journal entry unreadable after job", "path", r.entry.Path(), "err", err)
+		return
+	}
+	s.observe(e)
+	switch {
+	case e.State == journal.Responded:
+	case e.State == journal.Finished:
+		s.resend(ctx, e, r.t)
+	case reset:
+		s.abandon(ctx, e, "reset by a newer request for the same target")
+	case stopping:
+		// A shutdown is not the build's fault: it does not count as
+		// an attempt.
+		if e.Attempts > 0 {
+			e.Attempts--
+			_ = e.Save()
+		}
+		s.logger.Info("build stopped by shutdown, will resume", "request_id", e.Request.RequestID)
+	case e.Attempts >= 3:
+		s.abandon(ctx, e, fmt.Sprintf("the build job died %d times", e.Attempts))
+	default:
+		s.logger.Warn("build job died without a final response, starting it again", "request_id", e.Request.RequestID, "attempts", e.Attempts)
+		s.mu.Lock()
+		s.waiting = append(s.waiting, e)
+		s.mu.Unlock()
+	}
+}
+
+func (s *Scheduler) observe(e *journal.Entry) {
+	g := s.cfg.RunnerGroup
+	if e.Prepare > 0 {
+		metrics.PrepareDuration.WithLabelValues(g).Observe(e.Prepare.Seconds())
+	}
+	if e.Build > 0 {
+		metrics.BuildDuration.WithLabelValues(g).Observe(e.Build.Seconds())
+	}
+	if e.CacheHit != nil {
+		outcome := "miss"
+		if *e.CacheHit {
+			outcome = "hit"
+		}
+		metrics.BuildrootCache.WithLabelValues(outcome).Inc()
+	}
+	if e.State == journal.Finished || e.State == journal.Responded {
+		result := "failed"
+		if message.IsSuccess(e.Code) {
+			result = "succeeded"
+		}
+		metrics.BuildsFinished.WithLabelValues(g, result).Inc()
+	}
+}
+
+// resend publishes the final response a job recorded but did not send.
+func (s *Scheduler) resend(ctx context.Context, e *journal.Entry, t target.Target) {
+	data, err := os.ReadFile(t.ResultFile())
+	if err == nil {
+		var resp *message.Response
+		resp, err = message.DecodeResponse(data)
+		if err == nil && resp.RequestID != e.Request.RequestID {
+			err = fmt.Errorf("result file belongs to request %s", resp.RequestID)
+		}
+	}
+	if err != nil {
+		s.abandon(ctx, e, "result file lost: "+err.Error())
+		return
+	}
+	if err := job.Publish(ctx, s.cfg.Publisher, e, data, s.logger); err != nil {
+		s.logger.Warn("final response not sent; will retry at next start", "request_id", e.Request.RequestID, "err", err)
+	}
+}
+
+func (s *Scheduler) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// stopAll stops every running job (SIGTERM to the group, SIGKILL after
+// the grace period) and waits for them. Their entries stay pending.
+func (s *Scheduler) stopAll() {
+	s.mu.Lock()
+	s.stopping = true
+	runs := make([]*run, 0, len(s.running))
+	for _, r := range s.running {
+		runs = append(runs, r)
+	}
+	s.mu.Unlock()
+	for _, r := range runs {
+		s.logger.Info("stopping build job", "target", r.t.ID(), "pid", r.pid)
+		killGroup(r.pid, syscall.SIGTERM)
+	}
+	deadline := time.After(s.cfg.StopGrace)
+	for _, r := range runs {
+		select {
+		case <-r.done:
+		case <-deadline:
+			killGroup(r.pid, syscall.SIGKILL)
+			<-r.done
+		}
+	}
+	s.wg.Wait()
+}
+
+// scriptFor renders argv as the <target>.sh record of what was started.
+// It is written for people and for the original tooling that looks for
+// the file; the scheduler itself starts the argv directly, never a shell.
+func scriptFor(argv []string) string {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n# started by cb-scheduler; the job runs from this argument vector\nexec")
+	for _, a := range argv {
+		b.WriteString(" '")
+		b.WriteString(strings.ReplaceAll(a, "'", `'\''`))
+		b.WriteString("'")
+	}
+	b.WriteString("\n")
+	return b.String()
+}
