@@ -1,0 +1,143 @@
+package artifact
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/target"
+)
+
+// serveLog serves a log file, or with follow streams it: everything there
+// is, then new bytes as the build writes them, until the log's phase is
+// over. The build log's phase ends with the build; the prepare log's
+// phase also ends as soon as the build log exists.
+func (h *handler) serveLog(w http.ResponseWriter, r *http.Request, root *os.Root, t target.Target, rel string, follow bool, log *slog.Logger) {
+	if !follow {
+		serveFile(w, r, root, rel, "text/plain; charset=utf-8", log)
+		return
+	}
+	ctx := r.Context()
+	var notRunningSince time.Time
+	ended := h.endedFunc(&notRunningSince)
+	over := func() bool {
+		if rel == t.PrepareLog() && exists(root, t.BuildLog()) {
+			return true
+		}
+		return ended(root, t)
+	}
+
+	// Wait for the log to appear while the build is alive.
+	f, _, err := openRegular(root, rel)
+	for errors.Is(err, fs.ErrNotExist) && !over() {
+		if !sleep(ctx, h.cfg.PollInterval) {
+			return
+		}
+		f, _, err = openRegular(root, rel)
+	}
+	if err != nil {
+		notFound(w, err, log)
+		return
+	}
+	defer func() { f.Close() }()
+
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	var offset int64
+	for {
+		// Decide about the end before draining: bytes written before
+		// the build ended are then always sent.
+		done := over()
+		for {
+			n, err := f.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				offset += int64(n)
+			}
+			if err == io.EOF || n == 0 {
+				break
+			}
+			if err != nil {
+				log.Warn("read followed log", "err", err)
+				return
+			}
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		if done {
+			return
+		}
+		if !sleep(ctx, h.cfg.PollInterval) {
+			return
+		}
+		// A new build truncates or replaces the log: start over.
+		if nf, replaced := reopened(root, rel, f, offset); replaced {
+			f.Close()
+			f, offset = nf, 0
+		}
+	}
+}
+
+// endedFunc returns the end test of a followed build: the build process
+// is gone and the result file is written, or the process has been gone for
+// EndGrace without one (a job that died before writing its result).
+func (h *handler) endedFunc(since *time.Time) func(*os.Root, target.Target) bool {
+	return func(root *os.Root, t target.Target) bool {
+		if runningIn(root, t.PIDFile()) {
+			*since = time.Time{}
+			return false
+		}
+		if exists(root, t.ResultFile()) {
+			return true
+		}
+		if since.IsZero() {
+			*since = time.Now()
+		}
+		return time.Since(*since) >= h.cfg.EndGrace
+	}
+}
+
+// reopened reports whether rel now names another file than f, or f shrank
+// below what was already sent, and returns the newly opened file if so.
+func reopened(root *os.Root, rel string, f *os.File, offset int64) (*os.File, bool) {
+	cur, err := f.Stat()
+	if err != nil {
+		return nil, false
+	}
+	nf, nfi, err := openRegular(root, rel)
+	if err != nil {
+		return nil, false
+	}
+	if !os.SameFile(cur, nfi) || nfi.Size() < offset {
+		return nf, true
+	}
+	nf.Close()
+	return nil, false
+}
+
+func exists(root *os.Root, rel string) bool {
+	_, err := root.Stat(rel)
+	return err == nil
+}
+
+func sleep(ctx interface{ Done() <-chan struct{} }, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
