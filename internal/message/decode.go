@@ -3,6 +3,8 @@ package message
 import (
 	"errors"
 	"fmt"
+	"math"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -54,6 +56,7 @@ func parseMap(data []byte) (fields, error) {
 	if doc.Kind != yaml.MappingNode {
 		return nil, errors.New("document is not a mapping")
 	}
+	yaml11Strings(doc)
 	var m map[string]any
 	if err := doc.Decode(&m); err != nil {
 		return nil, fmt.Errorf("decode mapping: %w", err)
@@ -75,6 +78,29 @@ func countNodes(n *yaml.Node, count *int, depth int) bool {
 		}
 	}
 	return true
+}
+
+// The plain scalars PyYAML (YAML 1.1) resolves to int and float, from its
+// resolver.py.
+var (
+	yaml11Int   = regexp.MustCompile(`^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$`)
+	yaml11Float = regexp.MustCompile(`^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$`)
+)
+
+// yaml11Strings retags plain scalars that yaml.v3 (YAML 1.2) reads as numbers
+// but PyYAML reads as strings, such as 1e3 or 0o17. The original services
+// write those strings unquoted, and a message that Python reads as text must
+// not be refused here as "must be a string, got number".
+func yaml11Strings(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Style == 0 {
+		if tag := n.ShortTag(); (tag == "!!int" || tag == "!!float") &&
+			!yaml11Int.MatchString(n.Value) && !yaml11Float.MatchString(n.Value) {
+			n.Tag = "!!str"
+		}
+	}
+	for _, c := range n.Content {
+		yaml11Strings(c)
+	}
 }
 
 // fields is a decoded mapping with typed, field-naming accessors.
@@ -127,6 +153,11 @@ func (f fields) number(prefix, key string, required bool) (float64, error) {
 	case uint64:
 		return float64(n), nil
 	case float64:
+		// .nan and .inf are YAML floats but no version number; NaN would
+		// also break every equality check on the decoded message.
+		if math.IsNaN(n) || math.IsInf(n, 0) {
+			return 0, &FieldError{join(prefix, key), "must be a finite number"}
+		}
 		return n, nil
 	}
 	return 0, &FieldError{join(prefix, key), fmt.Sprintf("must be a number, got %s", typeName(v))}

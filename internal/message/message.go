@@ -10,6 +10,7 @@
 package message
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"time"
@@ -37,17 +38,17 @@ func (t ImageTarget) Profile() string { return t.Selection + "." + t.Arch }
 
 // BuildRequest is sent to a runner group topic.
 type BuildRequest struct {
-	Action  string         `yaml:"action" json:"action"`
-	Image   *ImageTarget   `yaml:"image,omitempty" json:"image,omitempty"`
-	Package *PackageTarget `yaml:"package,omitempty" json:"package,omitempty"`
-	Project string         `yaml:"project" json:"project"`
+	Action string `yaml:"action" json:"action"`
 	// FreshBuildRoot is an extension: the request was caused by a change of
 	// the package's build metadata (.cb/), so a cached buildroot must not be
 	// reused. The original services ignore it.
-	FreshBuildRoot bool    `yaml:"fresh_build_root,omitempty" json:"fresh_build_root,omitempty"`
-	RequestID      string  `yaml:"request_id" json:"request_id"`
-	RunnerGroup    string  `yaml:"runner_group" json:"runner_group"`
-	SchemaVersion  float64 `yaml:"schema_version" json:"schema_version"`
+	FreshBuildRoot bool           `yaml:"fresh_build_root,omitempty" json:"fresh_build_root,omitempty"`
+	Image          *ImageTarget   `yaml:"image,omitempty" json:"image,omitempty"`
+	Package        *PackageTarget `yaml:"package,omitempty" json:"package,omitempty"`
+	Project        string         `yaml:"project" json:"project"`
+	RequestID      string         `yaml:"request_id" json:"request_id"`
+	RunnerGroup    string         `yaml:"runner_group" json:"runner_group"`
+	SchemaVersion  float64        `yaml:"schema_version" json:"schema_version"`
 }
 
 // IsImage reports whether r requests an image build.
@@ -194,7 +195,38 @@ func Encode(v any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode message: %w", err)
 	}
+	// A plain scalar "=" is YAML 1.1's value-key indicator: PyYAML's
+	// safe_load, which the original services read with, refuses the whole
+	// document ("could not determine a constructor for the tag
+	// tag:yaml.org,2002:value"). yaml.v3 follows YAML 1.2 and leaves it
+	// unquoted, so quote it. The cheap byte check keeps the common path at a
+	// single marshal.
+	if bytes.Contains(b, []byte(" =\n")) {
+		return encodeQuotingValueIndicator(v)
+	}
 	return b, nil
+}
+
+func encodeQuotingValueIndicator(v any) ([]byte, error) {
+	var n yaml.Node
+	if err := n.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode message: %w", err)
+	}
+	quoteValueIndicator(&n)
+	b, err := yaml.Marshal(&n)
+	if err != nil {
+		return nil, fmt.Errorf("encode message: %w", err)
+	}
+	return b, nil
+}
+
+func quoteValueIndicator(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Value == "=" && n.Style == 0 {
+		n.Style = yaml.SingleQuotedStyle
+	}
+	for _, c := range n.Content {
+		quoteValueIndicator(c)
+	}
 }
 
 func baseName(p string) string {
