@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/image"
+	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
 )
 
@@ -33,7 +34,7 @@ func (r *runner) image(ctx context.Context) *message.Response {
 	if err := image.ValidateBuildArgs(spec.Selection.BuildArguments); err != nil {
 		return fail(message.ImageBuildFailed, err.Error())
 	}
-	logf, err := openLog(r.t.BuildLog())
+	logf, err := r.openLog(r.t.BuildLog())
 	if err != nil {
 		return fail(message.ImageBuildFailed, "open build log: "+err.Error())
 	}
@@ -48,8 +49,8 @@ func (r *runner) image(ctx context.Context) *message.Response {
 		Log:         logf,
 		Logger:      r.logger,
 	})
-	r.e.Build = time.Since(start)
-	_ = r.e.Save()
+	r.note(func(e *journal.Entry) { e.Build = time.Since(start) })
+	r.save()
 	switch {
 	case err != nil:
 		fmt.Fprintf(logf, "\nimage build failed: %v\n", err)

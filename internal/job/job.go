@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -41,8 +42,14 @@ type Uploader interface {
 
 // Config is what a job needs from its runner.
 type Config struct {
-	RunnerRoot   string
-	Sources      string // the runner's source checkout
+	RunnerRoot string
+	Sources    string // the runner's source checkout
+	// PackageDir overrides <Sources>/<project> as the package or image
+	// source directory (local builds, stand-alone cb-prepare).
+	PackageDir string
+	// Tee, when set, also receives everything written to the prepare and
+	// build logs (local builds stream them to the terminal).
+	Tee          io.Writer
 	ThisHost     string
 	RunnerGroup  string
 	Publisher    Publisher
@@ -96,6 +103,7 @@ func Run(ctx context.Context, cfg Config, e *journal.Entry) error {
 		return fmt.Errorf("job %s: %w", req.RequestID, err)
 	}
 	r := &runner{cfg: cfg, e: e, t: t, req: req, logger: logger}
+	r.clean = e.Clean
 	var final *message.Response
 	if req.IsImage() {
 		final = r.image(ctx)
@@ -160,10 +168,79 @@ func publishRetry(ctx context.Context, pub Publisher, topic string, data []byte,
 
 type runner struct {
 	cfg    Config
-	e      *journal.Entry
+	e      *journal.Entry // nil for the stand-alone cb-prepare / cb-run
 	t      target.Target
 	req    *message.BuildRequest
+	clean  bool
 	logger *slog.Logger
+}
+
+// save records progress in the journal entry, when there is one.
+func (r *runner) save() {
+	if r.e != nil {
+		_ = r.e.Save()
+	}
+}
+
+func (r *runner) note(f func(e *journal.Entry)) {
+	if r.e != nil {
+		f(r.e)
+	}
+}
+
+// Step is one stand-alone step of a package build (cb-prepare, cb-run),
+// outside the scheduler's journal.
+type Step struct {
+	Config  Config
+	Request *message.BuildRequest
+	Clean   bool
+}
+
+func (s *Step) runner() (*runner, error) {
+	s.Config.defaults()
+	t, err := target.ForRequest(s.Config.RunnerRoot, s.Request)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(t.Dir()), 0o755); err != nil {
+		return nil, err
+	}
+	logger := s.Config.Logger.With("request_id", s.Request.RequestID, "target", t.ID())
+	return &runner{cfg: s.Config, t: t, req: s.Request, clean: s.Clean, logger: logger}, nil
+}
+
+// Prepare creates the buildroot and sends the prepare response. The
+// returned response is the final one when preparation failed, else nil.
+func (s *Step) Prepare(ctx context.Context) (*buildroot.Layout, *message.Response, error) {
+	r, err := s.runner()
+	if err != nil {
+		return nil, nil, err
+	}
+	layout, failed := r.prepare(ctx)
+	return layout, failed, nil
+}
+
+// Build runs the build in a prepared buildroot, transfers the results and
+// returns the final response after recording it in the result file and
+// sending it.
+func (s *Step) Build(ctx context.Context) (*message.Response, error) {
+	r, err := s.runner()
+	if err != nil {
+		return nil, err
+	}
+	layout, err := buildroot.LoadLayout(r.t)
+	if err != nil {
+		return nil, fmt.Errorf("no prepared buildroot for %s (run cb-prepare first): %w", r.t.ID(), err)
+	}
+	final := r.build(ctx, layout)
+	data, err := message.Encode(final)
+	if err != nil {
+		return nil, err
+	}
+	if err := journal.WriteFileAtomic(r.t.ResultFile(), data, 0o644); err != nil {
+		return nil, err
+	}
+	return final, publishRetry(ctx, s.Config.Publisher, message.TopicResponse, data, r.logger)
 }
 
 func (r *runner) respond(ctx context.Context, resp *message.Response) {
@@ -192,12 +269,30 @@ func (r *runner) response(service, code, msg string) *message.Response {
 }
 
 func (r *runner) pkgDir() string {
+	if r.cfg.PackageDir != "" {
+		return r.cfg.PackageDir
+	}
 	return filepath.Join(r.cfg.Sources, filepath.FromSlash(r.req.Project))
 }
 
+// logFile is an open log of the target, copied to the Tee when set.
+type logFile struct {
+	io.Writer
+	f *os.File
+}
+
+func (l *logFile) Close() error { return l.f.Close() }
+
 // openLog truncates and opens a log file of the target.
-func openLog(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+func (r *runner) openLog(path string) (*logFile, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if r.cfg.Tee != nil {
+		return &logFile{Writer: io.MultiWriter(f, r.cfg.Tee), f: f}, nil
+	}
+	return &logFile{Writer: f, f: f}, nil
 }
 
 // prepare creates the buildroot and answers with the package_prepare
@@ -206,7 +301,7 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	resp := r.response(message.ServicePrepare, message.BuildRootSetupSucceeded, "Buildroot ready for package build")
 	pp := &message.PackagePrepare{BuildRoot: r.t.Dir(), PrepareLogFile: r.t.PrepareLog(), SolverFile: r.t.SolverFile()}
 	resp.PackagePrepare = pp
-	logf, err := openLog(r.t.PrepareLog())
+	logf, err := r.openLog(r.t.PrepareLog())
 	if err != nil {
 		resp.ResponseCode, resp.Message, pp.ExitCode = message.BuildRootSetupFailed, "open prepare log: "+err.Error(), 1
 		return nil, resp
@@ -216,11 +311,11 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	layout, err := buildroot.Prepare(ctx, buildroot.Options{
 		CacheDir: r.cfg.CacheDir,
 		Backend:  r.cfg.Backend,
-		Fresh:    r.req.FreshBuildRoot || r.e.Clean,
+		Fresh:    r.req.FreshBuildRoot || r.clean,
 		Log:      logf,
 		Logger:   r.logger,
 	}, r.pkgDir(), r.t)
-	r.e.Prepare = time.Since(start)
+	r.note(func(e *journal.Entry) { e.Prepare = time.Since(start) })
 	if err != nil {
 		fmt.Fprintf(logf, "\nbuildroot setup failed: %v\n", err)
 		r.logger.Error("buildroot setup failed", "err", err)
@@ -230,8 +325,8 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 		return nil, resp
 	}
 	hit := layout.CacheHit
-	r.e.CacheHit = &hit
-	_ = r.e.Save()
+	r.note(func(e *journal.Entry) { e.CacheHit = &hit })
+	r.save()
 	if ctx.Err() == nil {
 		r.respond(ctx, resp)
 	}

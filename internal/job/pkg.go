@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/build"
+	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
 )
 
@@ -16,6 +18,11 @@ func (r *runner) pkg(ctx context.Context) *message.Response {
 	if failed != nil {
 		return failed
 	}
+	return r.build(ctx, layout)
+}
+
+// build runs the build step in a prepared buildroot.
+func (r *runner) build(ctx context.Context, layout *buildroot.Layout) *message.Response {
 	final := r.response(message.ServiceRun, message.PackageBuildSucceeded, "Package build finished")
 	res := &message.PackageResult{
 		LogFile:        r.t.BuildLog(),
@@ -24,7 +31,7 @@ func (r *runner) pkg(ctx context.Context) *message.Response {
 		BinaryPackages: []string{},
 	}
 	final.Package = res
-	logf, err := openLog(r.t.BuildLog())
+	logf, err := r.openLog(r.t.BuildLog())
 	if err != nil {
 		final.ResponseCode, final.Message, res.ExitCode = message.PackageBuildFailed, "open build log: "+err.Error(), 1
 		return final
@@ -40,8 +47,8 @@ func (r *runner) pkg(ctx context.Context) *message.Response {
 		Log:         logf,
 		Logger:      r.logger,
 	})
-	r.e.Build = time.Since(start)
-	_ = r.e.Save()
+	r.note(func(e *journal.Entry) { e.Build = time.Since(start) })
+	r.save()
 	switch {
 	case err != nil:
 		fmt.Fprintf(logf, "\nbuild failed: %v\n", err)
