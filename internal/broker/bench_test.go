@@ -1,0 +1,171 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// benchTopic makes a fresh topic name per benchmark round, so that each
+// round starts on an empty log.
+var benchRound atomic.Int64
+
+func benchTopic(prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, benchRound.Add(1))
+}
+
+func benchCluster(b *testing.B, fsync bool) *Embedded {
+	b.Helper()
+	e, err := StartEmbedded(EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: b.TempDir(), Fsync: fsync, Logger: testLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+// BenchmarkPublishConsume measures publish→consume throughput on one
+// partition of the embedded broker (persisting to disk, with and without
+// fsync): a bulk producer
+// with a final flush, and a direct reader that must see every record.
+func BenchmarkPublishConsume(b *testing.B) {
+	for _, fsync := range []bool{false, true} {
+		b.Run("fsync="+strconv.FormatBool(fsync), func(b *testing.B) { benchPublishConsume(b, fsync) })
+	}
+}
+
+func benchPublishConsume(b *testing.B, fsync bool) {
+	e := benchCluster(b, fsync)
+	ctx := context.Background()
+	cl, err := New(Options{Brokers: e.Addrs(), Logger: testLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	value := make([]byte, 256)
+
+	for b.Loop() {
+		b.StopTimer()
+		topic := benchTopic("throughput")
+		if err := cl.EnsureTopics(ctx, 1, 0, topic); err != nil {
+			b.Fatal(err)
+		}
+		con, err := NewConsumer(Options{Brokers: e.Addrs(), Logger: testLogger()}, ConsumerConfig{Topics: []string{topic}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		const n = 20000
+		b.StartTimer()
+		start := time.Now()
+		for range n {
+			cl.PublishAsync(ctx, topic, value, nil)
+		}
+		if err := cl.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for got < n {
+			recs, err := con.Poll(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += len(recs)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		con.Close()
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
+		b.StartTimer()
+	}
+}
+
+// BenchmarkRequestResponse measures the round trip a client sees: publish a
+// request on one topic, a responder consumes it and publishes the answer on
+// another, the client waits for it.
+func BenchmarkRequestResponse(b *testing.B) {
+	for _, fsync := range []bool{false, true} {
+		b.Run("fsync="+strconv.FormatBool(fsync), func(b *testing.B) { benchRequestResponse(b, fsync) })
+	}
+}
+
+func benchRequestResponse(b *testing.B, fsync bool) {
+	e := benchCluster(b, fsync)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := Options{Brokers: e.Addrs(), Logger: testLogger()}
+	reqTopic, respTopic := benchTopic("rt-request"), benchTopic("rt-response")
+	cl, err := New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.EnsureTopics(ctx, 1, 0, reqTopic, respTopic); err != nil {
+		b.Fatal(err)
+	}
+
+	// The responder works like a runner: a group member that acks each
+	// request after answering it.
+	responder, err := NewConsumer(opts, ConsumerConfig{Group: "responders", Topics: []string{reqTopic}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer responder.Close()
+	go func() {
+		for ctx.Err() == nil {
+			recs, err := responder.Poll(ctx)
+			if err != nil {
+				continue
+			}
+			for _, r := range recs {
+				if err := cl.Publish(ctx, respTopic, r.Value); err != nil {
+					return
+				}
+			}
+			_ = responder.Ack(ctx, recs...)
+		}
+	}()
+	client, err := NewConsumer(opts, ConsumerConfig{Topics: []string{respTopic}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+
+	var lat []time.Duration
+	seq := 0
+	roundTrip := func() time.Duration {
+		seq++
+		want := strconv.Itoa(seq)
+		start := time.Now()
+		if err := cl.Publish(ctx, reqTopic, []byte(want)); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			recs, err := client.Poll(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, r := range recs {
+				if string(r.Value) == want {
+					return time.Since(start)
+				}
+			}
+		}
+	}
+	// Warm up: connections, group join, fetch sessions.
+	for range 20 {
+		roundTrip()
+	}
+	for b.Loop() {
+		lat = append(lat, roundTrip())
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+}
