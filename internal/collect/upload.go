@@ -1,0 +1,233 @@
+package collect
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/metrics"
+	"github.com/cloud-builder/cb/internal/repo"
+)
+
+// authorized accepts a verified client certificate or the bearer token.
+// The token is compared as a SHA-256 sum in constant time, so neither its
+// content nor its length leaks through timing.
+func (s *Server) authorized(r *http.Request) bool {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return true
+	}
+	if s.token == "" {
+		return false
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	sum := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1 && ok
+}
+
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(r) {
+		metrics.Uploads.WithLabelValues("unauthorized").Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cb-collect"`)
+		s.logger.Warn("upload refused: not authenticated", "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "upload: missing or wrong token"})
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize+maxManifestSize+1<<20)
+	st, err := s.receive(body)
+	if err != nil {
+		code := http.StatusBadRequest
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			code = http.StatusRequestEntityTooLarge
+		}
+		metrics.Uploads.WithLabelValues("rejected").Inc()
+		s.logger.Warn("upload refused", "remote", r.RemoteAddr, "err", err)
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return
+	}
+	defer os.RemoveAll(st.dir)
+	logger := s.logger.With("request_id", st.m.RequestID, "repository", st.m.RepoPath, "package", st.m.Name, "arch", st.m.Arch)
+	changed, err := s.publish(s.ctx, logger, st)
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, repo.ErrTypeMismatch) || errors.Is(err, repo.ErrFileConflict) {
+			code = http.StatusConflict
+		}
+		metrics.Uploads.WithLabelValues("failed").Inc()
+		logger.Error("upload not published", "err", err)
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return
+	}
+	res := Result{Status: "published", Repository: st.m.RepoPath, Files: len(st.m.Files)}
+	if !changed {
+		res.Status = "unchanged"
+	}
+	metrics.Uploads.WithLabelValues(res.Status).Inc()
+	writeJSON(w, http.StatusOK, res)
+}
+
+// staged is an upload whose every file was received and verified.
+type staged struct {
+	m     *Manifest
+	dir   string
+	files map[string]string // repo-relative name -> staged path
+}
+
+// receive reads the tar stream into a fresh staging directory and checks
+// it against the manifest. Nothing of a stream that fails any check, or is
+// cut short, survives.
+func (s *Server) receive(body io.Reader) (st *staged, err error) {
+	dir, err := os.MkdirTemp(filepath.Join(s.cfg.StateDir, "staging"), "upload-")
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	tr := tar.NewReader(body)
+	hdr, err := tr.Next()
+	if err != nil {
+		return nil, invalid("read manifest: %v", err)
+	}
+	if hdr.Name != ManifestName || hdr.Typeflag != tar.TypeReg || hdr.Size > maxManifestSize {
+		return nil, invalid("first entry must be %s of at most %d bytes, got %q", ManifestName, maxManifestSize, hdr.Name)
+	}
+	data, err := io.ReadAll(tr)
+	if err != nil {
+		return nil, invalid("read manifest: %v", err)
+	}
+	m, err := decodeManifest(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.validate(s.cfg.MaxUploadSize); err != nil {
+		return nil, err
+	}
+	want := map[string]ManifestFile{}
+	for _, f := range m.Files {
+		want[f.Name] = f
+	}
+	st = &staged{m: m, dir: dir, files: map[string]string{}}
+	for i := 0; ; i++ {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, invalid("read stream: %v", err)
+		}
+		f, ok := want[hdr.Name]
+		switch {
+		case !ok:
+			return nil, invalid("entry %q is not in the manifest", hdr.Name)
+		case st.files[hdr.Name] != "":
+			return nil, invalid("entry %q sent twice", hdr.Name)
+		case hdr.Typeflag != tar.TypeReg:
+			return nil, invalid("entry %q is not a regular file", hdr.Name)
+		case hdr.Size != f.Size:
+			return nil, invalid("entry %q has %d bytes, manifest says %d", hdr.Name, hdr.Size, f.Size)
+		}
+		// Staged under a number: the name is checked, but need not be
+		// trusted as a path at all.
+		p := filepath.Join(dir, strconv.Itoa(i))
+		if err := receiveFile(tr, p, f); err != nil {
+			return nil, err
+		}
+		st.files[hdr.Name] = p
+	}
+	for _, f := range m.Files {
+		if st.files[f.Name] == "" {
+			return nil, invalid("stream ended without %s", f.Name)
+		}
+	}
+	return st, nil
+}
+
+func receiveFile(r io.Reader, p string, f ManifestFile) error {
+	out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), r)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return invalid("receive %s: %v", f.Name, err)
+	}
+	if n != f.Size {
+		return invalid("receive %s: got %d bytes, want %d", f.Name, n, f.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
+		return invalid("checksum mismatch for %s: got sha256 %s, manifest says %s", f.Name, got, f.SHA256)
+	}
+	return nil
+}
+
+// publish installs a verified upload and updates the repository's
+// metadata, under the repository's lock. A repeated delivery of the same
+// build changes nothing, unless an earlier metadata update failed.
+func (s *Server) publish(ctx context.Context, logger *slog.Logger, st *staged) (bool, error) {
+	r, err := repo.Open(s.cfg.RepoRoot, st.m.RepoPath)
+	if err != nil {
+		return false, err
+	}
+	unlock, err := s.locks.lock(ctx, r.Path)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	b := st.m.build()
+	b.Published = time.Now().UTC()
+	changed, err := r.Install(repo.Type(st.m.RepoType), b, st.files)
+	if err != nil {
+		return false, err
+	}
+	if !changed && !r.Dirty() {
+		logger.Info("upload unchanged: this build is already published")
+		return false, nil
+	}
+	logger.Info("upload installed", "files", len(b.Files))
+	return changed, s.regenerate(ctx, logger, r)
+}
+
+// regenerate publishes r's metadata and records the outcome. The caller
+// holds r's lock.
+func (s *Server) regenerate(ctx context.Context, logger *slog.Logger, r repo.Repository) error {
+	t, _ := r.Type()
+	start := time.Now()
+	err := s.pub.Publish(ctx, r)
+	d := time.Since(start)
+	metrics.PublishDuration.WithLabelValues(string(t)).Observe(d.Seconds())
+	st, _ := r.ReadStatus()
+	if err != nil {
+		st.LastError = err.Error()
+		logger.Error("metadata update failed", "err", err, "duration", d)
+	} else {
+		st = repo.Status{LastUpdate: time.Now().UTC()}
+		logger.Info("metadata published", "type", t, "duration", d)
+	}
+	if werr := r.WriteStatus(st); werr != nil {
+		logger.Warn("cannot record repository status", "err", werr)
+	}
+	s.status.update(r, st)
+	return err
+}
