@@ -1,8 +1,10 @@
 package message
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"regexp"
 	"strings"
@@ -39,11 +41,21 @@ func parseMap(data []byte) (fields, error) {
 		return nil, ErrTooLarge
 	}
 	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("not YAML: %w", err)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty document")
+		}
+		return nil, oneLine("not YAML", err)
 	}
 	if root.Kind == 0 {
 		return nil, errors.New("empty document")
+	}
+	// PyYAML's safe_load refuses a stream of several documents; taking the
+	// first and dropping the rest would let two readers disagree.
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		return nil, errors.New("not YAML: more than one document")
 	}
 	n := 0
 	if !countNodes(&root, &n, 0) {
@@ -59,7 +71,7 @@ func parseMap(data []byte) (fields, error) {
 	yaml11Strings(doc)
 	var m map[string]any
 	if err := doc.Decode(&m); err != nil {
-		return nil, fmt.Errorf("decode mapping: %w", err)
+		return nil, oneLine("decode mapping", err)
 	}
 	return fields(m), nil
 }
@@ -78,6 +90,23 @@ func countNodes(n *yaml.Node, count *int, depth int) bool {
 		}
 	}
 	return true
+}
+
+// lineError carries a wrapped error whose text was folded onto one line.
+type lineError struct {
+	msg string
+	err error
+}
+
+func (e *lineError) Error() string { return e.msg }
+func (e *lineError) Unwrap() error { return e.err }
+
+// oneLine wraps err as "op: err" on a single line: yaml.v3 lists unmarshal
+// errors (duplicate keys, complex keys) on separate lines, and every decode
+// error ends up as one log line and one response message.
+func oneLine(op string, err error) error {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	return &lineError{msg: op + ": " + msg, err: err}
 }
 
 // The plain scalars PyYAML (YAML 1.1) resolves to int and float, from its
