@@ -1,0 +1,7 @@
+#include <stdio.h>
+
+int main(void)
+{
+	puts("hello from cloud builder");
+	return 0;
+}
