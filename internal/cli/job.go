@@ -39,6 +39,7 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.StringVar(&f.collectorURL, "collector-url", "", "collector upload URL, e.g. http://repo:8080 (default: collector.url of the broker config; empty keeps results on the runner)")
 	fs.StringVar(&f.collectorTokenFile, "collector-token-file", "", "file holding the collector upload token (or env CB_COLLECTOR_TOKEN)")
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
 	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
 }
 
@@ -119,7 +120,7 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	}
 	err = job.Run(ctx, job.Config{
 		RunnerRoot: rf.runnerRoot, Sources: rf.sources, ThisHost: rf.thisHost, RunnerGroup: rf.group,
-		Publisher: client, Uploader: up, Backend: rf.backend, BuildTimeout: rf.buildTimeout, Logger: logger,
+		Publisher: client, Uploader: up, Backend: rf.backend, CacheDir: rf.cacheDir, BuildTimeout: rf.buildTimeout, Logger: logger,
 	}, e)
 	if err != nil {
 		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))

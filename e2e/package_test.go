@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/message"
+)
+
+const buildTimeout = 20 * time.Minute
+
+// TestPackageBuilds builds the shipped Debian and rpm examples through the
+// broker, then rebuilds one from the buildroot cache, then a package that
+// does not compile.
+func TestPackageBuilds(t *testing.T) {
+	needRoot(t, "mmdebstrap", "dpkg-deb", "rpm", "createrepo_c", "gpg")
+	s := newSystem(t)
+	s.startScheduler("--build-limit", "2")
+	before := mounts(t, s.runnerRoot)
+
+	debID := s.requestPackage("Debian", "cb-hello")
+	rpmID := s.requestPackage("RPM", "cb-hello-rpm")
+
+	t.Run("debian", func(t *testing.T) {
+		final := s.resp.waitFinal(t, debID, buildTimeout)
+		got := codes(s.resp.of(debID))
+		if final.ResponseCode != message.PackageBuildSucceeded {
+			t.Fatalf("responses %s\nbuild log:\n%s", joinCodes(got), tail(s.buildLog("projects/Debian/cb-hello"), 4000))
+		}
+		for _, want := range []string{message.PackageRequestAccepted, message.BuildRootSetupSucceeded, message.PackageBuildSucceeded} {
+			if !hasCode(got, want) {
+				t.Errorf("responses %s lack %q", joinCodes(got), want)
+			}
+		}
+		debs := 0
+		for _, p := range final.Package.BinaryPackages {
+			if strings.HasSuffix(p, ".deb") {
+				debs++
+				if out, err := exec.Command("dpkg-deb", "-I", p).CombinedOutput(); err != nil {
+					t.Errorf("dpkg-deb -I %s: %v\n%s", p, err, out)
+				}
+			}
+		}
+		if debs == 0 {
+			t.Fatalf("no .deb among %v", final.Package.BinaryPackages)
+		}
+		for _, f := range []string{".prepare.log", ".build.log", ".solver.json", ".result.yml", ".sh", ".run.log"} {
+			if _, err := os.Stat(s.target("projects/Debian/cb-hello") + f); err != nil {
+				t.Errorf("runner-state file %s: %v", f, err)
+			}
+		}
+	})
+
+	t.Run("rpm", func(t *testing.T) {
+		final := s.resp.waitFinal(t, rpmID, buildTimeout)
+		if final.ResponseCode != message.PackageBuildSucceeded {
+			t.Fatalf("responses %s\nbuild log:\n%s", joinCodes(codes(s.resp.of(rpmID))), tail(s.buildLog("projects/RPM/cb-hello-rpm"), 4000))
+		}
+		var bin, src int
+		for _, p := range final.Package.BinaryPackages {
+			switch {
+			case strings.HasSuffix(p, ".src.rpm"):
+				src++
+			case strings.HasSuffix(p, ".rpm"):
+				bin++
+			default:
+				continue
+			}
+			if out, err := exec.Command("rpm", "-qip", p).CombinedOutput(); err != nil {
+				t.Errorf("rpm -qip %s: %v\n%s", p, err, out)
+			}
+		}
+		if bin == 0 || src == 0 {
+			t.Fatalf("want a binary and a source rpm, got %v", final.Package.BinaryPackages)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("warm rebuild hits the buildroot cache", func(t *testing.T) {
+		id := s.requestPackage("Debian", "cb-hello")
+		final := s.resp.waitFinal(t, id, buildTimeout)
+		if final.ResponseCode != message.PackageBuildSucceeded {
+			t.Fatalf("rebuild: %s", joinCodes(codes(s.resp.of(id))))
+		}
+		e, err := journal.Load(filepath.Join(s.runnerRoot, "journal", id+".yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.CacheHit == nil || !*e.CacheHit {
+			t.Fatalf("second build did not reuse the cached buildroot (journal: %+v)\nprepare log:\n%s", e, readFile(s.target("projects/Debian/cb-hello")+".prepare.log"))
+		}
+		if e.State != journal.Responded {
+			t.Fatalf("journal state = %s, want responded", e.State)
+		}
+	})
+
+	t.Run("compile error", func(t *testing.T) {
+		id := s.requestPackage("Debian", "cb-broken")
+		final := s.resp.waitFinal(t, id, buildTimeout)
+		if final.ResponseCode != message.PackageBuildFailed {
+			t.Fatalf("responses %s, want %q", joinCodes(codes(s.resp.of(id))), message.PackageBuildFailed)
+		}
+		log := s.buildLog("projects/Debian/cb-broken")
+		if !strings.Contains(log, "error:") || !strings.Contains(log, "broken.c") {
+			t.Fatalf("build log lacks the compiler error:\n%s", tail(log, 3000))
+		}
+	})
+
+	t.Run("no mount left behind", func(t *testing.T) {
+		if after := mounts(t, s.runnerRoot); len(after) > len(before) {
+			t.Fatalf("mounts left below the runner root:\n%s", strings.Join(after, "\n"))
+		}
+	})
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}

@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// system is one machine's worth of Cloud Builder, each service its own OS
+// process: embedded broker, collector, scheduler(s).
+type system struct {
+	t            *testing.T
+	dir          string
+	brokerAddr   string
+	sources      string // the runner's checkout (a git clone of origin)
+	origin       string // bare repository the sources come from
+	work         string // a clone to commit changes into
+	runnerRoot   string
+	repoRoot     string
+	collectorURL string
+	tokenFile    string
+	brokerConfig string
+	env          []string
+	resp         *responses
+	broker       *proc
+	collector    *proc
+}
+
+// cacheDir is shared by every e2e test (and kept between runs on one
+// machine), so each distinct buildroot is created once.
+func cacheDir() string {
+	if d := os.Getenv("CB_E2E_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/cb-e2e/buildroot"
+}
+
+// newSystem starts broker and collector on a source repository made of
+// the shipped examples plus e2e/testdata/projects.
+func newSystem(t *testing.T) *system {
+	t.Helper()
+	dir := t.TempDir()
+	s := &system{t: t, dir: dir,
+		runnerRoot: filepath.Join(dir, "runner"), repoRoot: filepath.Join(dir, "repo"),
+		origin: filepath.Join(dir, "origin.git"), work: filepath.Join(dir, "work"), sources: filepath.Join(dir, "sources"),
+	}
+	// The source repository.
+	if err := os.MkdirAll(s.work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	git(t, dir, "init", "-q", "--bare", s.origin)
+	git(t, dir, "clone", "-q", s.origin, s.work)
+	copyTree(t, filepath.Join(repoRoot, "examples", "projects"), filepath.Join(s.work, "projects"))
+	copyTree(t, filepath.Join(repoRoot, "e2e", "testdata", "projects"), filepath.Join(s.work, "projects"))
+	git(t, s.work, "add", "-A")
+	git(t, s.work, "commit", "-q", "-m", "examples")
+	git(t, s.work, "push", "-q", "origin", "HEAD:main")
+	git(t, dir, "clone", "-q", "--branch", "main", s.origin, s.sources)
+
+	s.brokerAddr = freePort(t)
+	collectorAddr := freePort(t)
+	s.collectorURL = "http://" + collectorAddr
+	s.tokenFile = filepath.Join(dir, "upload.token")
+	if err := os.WriteFile(s.tokenFile, []byte("e2e-secret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.brokerConfig = filepath.Join(dir, "broker.yml")
+	cfg := fmt.Sprintf("broker:\n  host: %s\nrunner:\n  group: debian\nthis_host: 127.0.0.1\ncollector:\n  url: %s\n  token_file: %s\n",
+		s.brokerAddr, s.collectorURL, s.tokenFile)
+	if err := os.WriteFile(s.brokerConfig, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.env = []string{
+		"CB_BROKER_CONFIG=" + s.brokerConfig,
+		"CB_CTL_CONFIG=" + filepath.Join(dir, "cbctl.yml"),
+		"CB_SETTINGS=" + filepath.Join(dir, "cloud_builder"),
+		"CB_RUNNER_ROOT=" + s.runnerRoot,
+		"CB_REPO_ROOT=" + s.repoRoot,
+		"CB_SOURCES=" + s.sources,
+	}
+	s.broker = start(t, s.env, "cb", "broker", "--listen", s.brokerAddr, "--data-dir", filepath.Join(dir, "broker"), "--runner-group", "debian", "--partitions", "3")
+	waitFor(t, 30*time.Second, "broker", func() bool {
+		_, _, err := run(t, s.env, "cb-ctl", "--watch", "--timeout", "1")
+		return err == nil
+	})
+	s.collector = start(t, s.env, "cb-collect", "--listen", collectorAddr, "--repo-root", s.repoRoot,
+		"--state-dir", filepath.Join(dir, "collector"), "--token-file", s.tokenFile,
+		"--project", "file://"+s.origin, "--branch", "main", "--update-interval", "2")
+	s.resp = watchResponses(t, s.brokerAddr)
+	return s
+}
+
+// startScheduler starts a runner's scheduler on the system.
+func (s *system) startScheduler(extra ...string) *proc {
+	s.t.Helper()
+	args := append([]string{"--runner-root", s.runnerRoot, "--sources", s.sources, "--runner-group", "debian",
+		"--cache-dir", cacheDir(), "--poll-timeout", "1000"}, extra...)
+	return start(s.t, s.env, "cb-scheduler", args...)
+}
+
+// requestPackage sends a build request with cb-ctl and returns its id.
+func (s *system) requestPackage(projectPath, name string) string {
+	s.t.Helper()
+	out, errOut, err := run(s.t, s.env, "cb-ctl", "--build-package", name, "--project-path", projectPath,
+		"--arch", "x86_64", "--dist", "bookworm", "--runner-group", "debian")
+	if err != nil {
+		s.t.Fatalf("cb-ctl --build-package %s: %v\n%s%s", name, err, out, errOut)
+	}
+	var req struct {
+		RequestID string `json:"request_id"`
+		Project   string `json:"project"`
+	}
+	if err := json.Unmarshal([]byte(out), &req); err != nil || req.RequestID == "" {
+		s.t.Fatalf("cb-ctl printed no request: %v\n%s", err, out)
+	}
+	if want := "projects/" + projectPath + "/" + name; req.Project != want {
+		s.t.Fatalf("request project = %q, want %q", req.Project, want)
+	}
+	return req.RequestID
+}
+
+// target returns the runner-state path prefix of a package target.
+func (s *system) target(project string) string {
+	return filepath.Join(s.runnerRoot, project+"@bookworm.x86_64")
+}
+
+// buildLog returns the build log of a package target.
+func (s *system) buildLog(project string) string {
+	b, _ := os.ReadFile(s.target(project) + ".build.log")
+	return string(b)
+}
+
+func hasCode(codes []string, code string) bool {
+	for _, c := range codes {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}
+
+func joinCodes(c []string) string { return strings.Join(c, " → ") }
