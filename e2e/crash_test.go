@@ -60,8 +60,9 @@ func TestSchedulerCrashMidBuild(t *testing.T) {
 		if err := syscall.Kill(jobPID, 0); err != nil {
 			t.Fatalf("job %d died with its scheduler: %v", jobPID, err)
 		}
-		s.startScheduler()
+		again := s.startScheduler()
 		exactlyOneFinal(t, id)
+		again.stop(time.Minute)
 	})
 
 	t.Run("scheduler and job killed, build resumes", func(t *testing.T) {
