@@ -56,6 +56,10 @@ func newSystem(t *testing.T) *system {
 	git(t, dir, "clone", "-q", s.origin, s.work)
 	copyTree(t, filepath.Join(repoRoot, "examples", "projects"), filepath.Join(s.work, "projects"))
 	copyTree(t, filepath.Join(repoRoot, "e2e", "testdata", "projects"), filepath.Join(s.work, "projects"))
+	kiwi := filepath.Join(repoRoot, "examples", "projects", "Debian", "cb-hello", ".cb", "build_root.kiwi")
+	for _, n := range []string{"cb-broken", "cb-slow"} {
+		copyTree(t, kiwi, filepath.Join(s.work, "projects", "Debian", n, ".cb", "build_root.kiwi"))
+	}
 	git(t, s.work, "add", "-A")
 	git(t, s.work, "commit", "-q", "-m", "examples")
 	git(t, s.work, "push", "-q", "origin", "HEAD:main")
