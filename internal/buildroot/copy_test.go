@@ -1,0 +1,100 @@
+package buildroot
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func TestCopyTree(t *testing.T) {
+	src := t.TempDir()
+	mustWrite(t, filepath.Join(src, "a", "file"), "data", 0o4755)
+	mustWrite(t, filepath.Join(src, ".git", "config"), "secret", 0o644)
+	mustWrite(t, filepath.Join(src, "sub", ".git"), "gitfile in a subdir stays", 0o644)
+	must(t, os.Symlink("a/file", filepath.Join(src, "link")))
+	must(t, os.Symlink("../file", filepath.Join(src, "a", "up")))
+	dst := filepath.Join(t.TempDir(), "out")
+	if err := CopyTree(src, dst, ".git"); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dst, "a", "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != 0o755 {
+		t.Errorf("mode = %v, want setuid dropped (-rwxr-xr-x)", fi.Mode())
+	}
+	if got, _ := os.Readlink(filepath.Join(dst, "link")); got != "a/file" {
+		t.Errorf("link = %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(dst, ".git")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf(".git copied: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "sub", ".git")); err != nil {
+		t.Errorf("sub/.git not copied: %v", err)
+	}
+}
+
+func TestCopyTreeRefuses(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, src string)
+	}{
+		{"absolute symlink", func(t *testing.T, src string) { must(t, os.Symlink("/etc/shadow", filepath.Join(src, "x"))) }},
+		{"relative symlink out of the tree", func(t *testing.T, src string) {
+			must(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
+			must(t, os.Symlink("../../outside", filepath.Join(src, "d", "x")))
+		}},
+		{"symlink to the parent", func(t *testing.T, src string) { must(t, os.Symlink("..", filepath.Join(src, "x"))) }},
+		{"fifo", func(t *testing.T, src string) { must(t, syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644)) }},
+		{"device", func(t *testing.T, src string) {
+			if os.Geteuid() != 0 {
+				t.Skip("mknod of a device needs root")
+			}
+			must(t, syscall.Mknod(filepath.Join(src, "null"), syscall.S_IFCHR|0o666, 1<<8|3))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := t.TempDir()
+			mustWrite(t, filepath.Join(src, "ok"), "fine", 0o644)
+			tc.setup(t, src)
+			err := CopyTree(src, filepath.Join(t.TempDir(), "out"))
+			if !errors.Is(err, ErrUnsafeTree) {
+				t.Fatalf("err = %v, want ErrUnsafeTree", err)
+			}
+		})
+	}
+}
+
+func TestReadInsideRefusesSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(dir, "real"), 0o755))
+	mustWrite(t, filepath.Join(dir, "real", "build_root.kiwi"), "<image/>", 0o644)
+	must(t, os.Symlink("real", filepath.Join(dir, ".cb")))
+	if _, err := readInside(dir, ".cb/build_root.kiwi", 1024); !errors.Is(err, ErrUnsafeTree) {
+		t.Fatalf("symlinked directory: err = %v", err)
+	}
+	if got, err := readInside(dir, "real/build_root.kiwi", 1024); err != nil || string(got) != "<image/>" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if _, err := readInside(dir, "real/build_root.kiwi", 3); err == nil {
+		t.Fatal("size limit not enforced")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustWrite(t *testing.T, path, data string, mode os.FileMode) {
+	t.Helper()
+	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	must(t, os.WriteFile(path, []byte(data), 0o644))
+	must(t, os.Chmod(path, mode))
+}

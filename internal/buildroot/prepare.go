@@ -1,0 +1,288 @@
+// Package buildroot creates the buildroot a package is built in, from the
+// package's .cb/build_root.kiwi, and caches it: a root whose description,
+// profile, build dependencies and repository indexes are unchanged is
+// reused read-only as the lower dir of an overlay, so a warm rebuild costs
+// little more than the compile itself (SPEC §2.2, §4 cb-prepare, §8.6).
+//
+// Backends that create roots live in sub-packages (kiwi, native) and
+// register themselves; import them for their side effect.
+package buildroot
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/mirror"
+	"github.com/cloud-builder/cb/internal/target"
+)
+
+// keyFormat changes whenever what a cached root contains changes in a way
+// the other key inputs do not capture.
+const keyFormat = 1
+
+// Options configure Prepare.
+type Options struct {
+	// CacheDir holds cached roots; default <runner root>/.cache/buildroot.
+	CacheDir string
+	// Backend is "auto" (native for apt profiles, kiwi otherwise), "kiwi"
+	// or "native".
+	Backend string
+	// Fresh rebuilds the root even when the cache has it (metadata change
+	// or --clean) and replaces the cache entry.
+	Fresh bool
+	// Keep is how many cache entries to keep (DefaultKeep when 0); entries
+	// a target's layout still points at are kept in addition.
+	Keep int
+	// Log receives the progress the user reads (<target>.prepare.log).
+	Log    io.Writer
+	Logger *slog.Logger
+}
+
+// Prepare creates (or takes from the cache) the buildroot for target t of
+// the package in pkgDir, stages the package sources and the .cb/root
+// overlay in the target's upper dir, writes t.SolverFile() and
+// <t.Work()>/layout.json, and returns the layout.
+func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) (*Layout, error) {
+	start := time.Now()
+	logw := opts.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("component", "buildroot", "target", t.ID())
+	step := func(format string, args ...any) {
+		fmt.Fprintf(logw, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	fail := func(err error) (*Layout, error) {
+		step("FAILED: %v", err)
+		return nil, fmt.Errorf("prepare buildroot %s: %w", t.ID(), err)
+	}
+	if opts.CacheDir == "" {
+		opts.CacheDir = filepath.Join(t.Root, ".cache", "buildroot")
+	}
+	if opts.Keep <= 0 {
+		opts.Keep = DefaultKeep
+	}
+
+	step("reading %s for profile %s", DescriptionFile, t.Profile)
+	raw, err := readInside(pkgDir, DescriptionFile, maxDescription)
+	if err != nil {
+		return fail(err)
+	}
+	data, err := mirror.Substitute(raw)
+	if err != nil {
+		return fail(err)
+	}
+	desc, err := ParseDescription(data)
+	if err != nil {
+		return fail(err)
+	}
+	prof, err := desc.Profile(t.Profile)
+	if err != nil {
+		return fail(err)
+	}
+	backend, err := SelectBackend(opts.Backend, prof)
+	if err != nil {
+		return fail(err)
+	}
+	kind, err := SourceKind(pkgDir)
+	if err != nil {
+		return fail(err)
+	}
+	deps, err := BuildDeps(pkgDir, prof.Arch)
+	if err != nil {
+		return fail(err)
+	}
+	step("package manager %s, backend %s, %d repositories", prof.PackageManager, backend.Name(), len(prof.Repositories))
+	step("bootstrap packages: %s", strings.Join(prof.Bootstrap, " "))
+	step("image packages: %s", strings.Join(prof.Packages, " "))
+	switch kind {
+	case KindSpec:
+		step("rpm spec: BuildRequires are not installed (a Debian buildroot cannot resolve them); the description must list what the build needs")
+	default:
+		step("build dependencies from the %s source: %s", kind, strings.Join(deps, " "))
+	}
+
+	key, err := cacheKey(ctx, backend.Name(), data, prof, deps, step)
+	if err != nil {
+		return fail(err)
+	}
+	c := cache{dir: opts.CacheDir}
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return fail(fmt.Errorf("create buildroot cache: %w", err))
+	}
+	step("cache key %s", key)
+	unlock, _, err := c.lockKey(ctx, key, true)
+	if err != nil {
+		return fail(err)
+	}
+	layout, err := func() (*Layout, error) {
+		defer unlock()
+		gen := c.current(key)
+		hit := gen != "" && !opts.Fresh
+		if hit {
+			logger.Info("buildroot cache hit", "key", key, "backend", backend.Name())
+			step("buildroot cache hit: reusing %s", filepath.Join(c.keyDir(key), gen))
+		} else {
+			reason := "not cached"
+			if gen != "" {
+				reason = "fresh root requested"
+			}
+			logger.Info("buildroot cache miss", "key", key, "backend", backend.Name(), "reason", reason)
+			step("buildroot cache miss (%s): creating the root with %s", reason, backend.Name())
+			created := time.Now()
+			gen, err = c.build(ctx, key, func(dir string) error {
+				return backend.Create(ctx, prof, deps, dir, logw)
+			})
+			if err != nil {
+				return nil, err
+			}
+			step("root created in %.1fs", time.Since(created).Seconds())
+		}
+		c.touch(key)
+		l := &Layout{
+			Lower:          filepath.Join(c.keyDir(key), gen),
+			Upper:          filepath.Join(t.Work(), "upper"),
+			Work:           filepath.Join(t.Work(), "work"),
+			Merged:         t.Dir(),
+			PackageDir:     "/" + t.Name(),
+			SourceKind:     kind,
+			Profile:        prof.Name,
+			PackageManager: prof.PackageManager,
+			Backend:        backend.Name(),
+			CacheKey:       key,
+			CacheHit:       hit,
+		}
+		if err := stageTarget(ctx, l, pkgDir, t, step); err != nil {
+			return nil, err
+		}
+		pkgs, err := c.packages(key, gen)
+		if err != nil {
+			return nil, err
+		}
+		solved := Solved{SchemaVersion: SolverVersion, Profile: prof.Name, Backend: backend.Name(),
+			PackageManager: prof.PackageManager, CacheKey: key, Packages: pkgs}
+		if err := writeJSON(t.SolverFile(), solved); err != nil {
+			return nil, fmt.Errorf("write solver file: %w", err)
+		}
+		step("wrote %s (%d packages)", t.SolverFile(), len(pkgs))
+		if err := writeJSON(LayoutPath(t), l); err != nil {
+			return nil, fmt.Errorf("write layout: %w", err)
+		}
+		if err := c.addRef(key, LayoutPath(t)); err != nil {
+			return nil, fmt.Errorf("record cache use: %w", err)
+		}
+		if err := c.pruneGenerations(key); err != nil {
+			logger.Warn("prune buildroot generations", "key", key, "err", err)
+		}
+		return l, nil
+	}()
+	if err != nil {
+		return fail(err)
+	}
+	if removed, err := c.evict(ctx, opts.Keep); err != nil {
+		logger.Warn("evict buildroot cache", "err", err)
+	} else if len(removed) > 0 {
+		logger.Info("evicted buildroot cache entries", "keys", removed)
+		step("evicted %d old cache entries", len(removed))
+	}
+	step("buildroot ready (lower %s)", layout.Lower)
+	return layout, nil
+}
+
+// cacheKey hashes everything the content of a fresh root depends on.
+func cacheKey(ctx context.Context, backend string, desc []byte, p *Profile, deps []string, step func(string, ...any)) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "format %d\nbackend %s\nprofile %s\ndescription %x\n", keyFormat, backend, p.Name, sha256.Sum256(desc))
+	for _, r := range p.Repositories {
+		sum, err := IndexDigest(ctx, r)
+		if err != nil {
+			return "", err
+		}
+		step("repository %s %s: index sha256 %s", r.Path, r.Distribution, sum)
+		fmt.Fprintf(h, "repository %s %s %s %s %s\n", r.Type, r.Path, r.Distribution, strings.Join(r.Components, ","), sum)
+	}
+	fmt.Fprintf(h, "deps %s\n", strings.Join(deps, ","))
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
+
+// stageTarget resets the target's directories and fills the upper dir.
+func stageTarget(ctx context.Context, l *Layout, pkgDir string, t target.Target, step func(string, ...any)) error {
+	for _, d := range []string{t.Work(), t.Dir()} {
+		if err := removeAll(d); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{l.Upper, l.Work, l.Merged} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create target directories: %w", err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dst := filepath.Join(l.Upper, t.Name())
+	if err := CopyTree(pkgDir, dst, ".git"); err != nil {
+		return err
+	}
+	step("copied the package sources to %s", l.PackageDir)
+	overlay := filepath.Join(pkgDir, ".cb", "root")
+	fi, err := os.Lstat(overlay)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read .cb/root: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("read .cb/root: %w: not a directory", ErrUnsafeTree)
+	}
+	if err := CopyTree(overlay, l.Upper); err != nil {
+		return err
+	}
+	if err := matchLowerDirs(l.Upper, l.Lower, t.Name()); err != nil {
+		return err
+	}
+	step("copied the .cb/root overlay into the buildroot")
+	return nil
+}
+
+// matchLowerDirs gives every directory of the upper dir that also exists
+// in the lower root the lower one's mode and owner: git does not keep
+// directory modes, and an upper directory's attributes win in the overlay
+// (a .cb/root/tmp would otherwise turn /tmp from 1777 into 0755).
+func matchLowerDirs(upper, lower, skip string) error {
+	return filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(upper, p)
+		if rel == skip {
+			return filepath.SkipDir
+		}
+		fi, err := os.Lstat(filepath.Join(lower, rel))
+		if err != nil || !fi.IsDir() {
+			return nil
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("stage overlay: %w", err)
+		}
+		return os.Chmod(p, fi.Mode()&(fs.ModePerm|fs.ModeSticky|fs.ModeSetgid))
+	})
+}
