@@ -1,0 +1,331 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/artifact"
+	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/collect"
+	"github.com/cloud-builder/cb/internal/config"
+	"github.com/cloud-builder/cb/internal/fetch"
+	"github.com/cloud-builder/cb/internal/info"
+	"github.com/cloud-builder/cb/internal/metrics"
+)
+
+func init() {
+	register(&Command{Name: "up", Summary: "run the whole build service on this machine (embedded broker, fetch, runner, collector)", Run: runUp})
+}
+
+// upFlags are the options of cb up.
+type upFlags struct {
+	project, branch, stateDir, examples, group, backend string
+	brokerListen, repoListen, artifactListen, metrics   string
+	buildLimit                                          int
+	interval                                            time.Duration
+}
+
+func runUp(ctx context.Context, env *Env, args []string) int {
+	fs, common := newFlagSet(env, "up", "[--project URL] [--state-dir DIR] [flags]")
+	var f upFlags
+	fs.StringVar(&f.project, "project", "", "git URL of the source repository (default: the shipped examples, as a local git repository in the state dir)")
+	fs.StringVar(&f.branch, "branch", "", "branch of --project (default: the remote's default branch)")
+	fs.StringVar(&f.stateDir, "state-dir", defaultStateDir(), "all state: broker data, sources, runner root, repositories")
+	fs.StringVar(&f.examples, "examples", "", "examples directory served when --project is not given (default: next to the cb binary or in the working directory)")
+	fs.StringVar(&f.group, "runner-group", "debian", "runner group this machine's runner serves")
+	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
+	fs.StringVar(&f.brokerListen, "broker-listen", config.DefaultBrokerHost, "embedded broker address")
+	fs.StringVar(&f.repoListen, "repo-listen", "127.0.0.1:8080", "collector: repositories, uploads, status")
+	fs.StringVar(&f.artifactListen, "artifact-listen", "127.0.0.1:8081", "runner artifact endpoint: logs and binaries")
+	fs.StringVar(&f.metrics, "metrics-listen", "127.0.0.1:9100", "/healthz and /metrics of every service")
+	fs.IntVar(&f.buildLimit, "build-limit", 2, "builds running at once")
+	fs.DurationVar(&f.interval, "update-interval", 30*time.Second, "how often the source repository is checked for changes")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	logger := common.Logger(env.Stderr, "up")
+	if err := up(ctx, env, common, logger, &f); err != nil {
+		return fail(env, "up", err)
+	}
+	return ExitOK
+}
+
+func defaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/cloud-builder"
+	}
+	return ".cb-state"
+}
+
+// upState are the paths below the state dir.
+type upState struct {
+	root, broker, sources, runner, repo, collector, cache, origin, work string
+	brokerConfig, ctlConfig, artifactToken                              string
+}
+
+func newUpState(dir string) upState {
+	j := func(p string) string { return filepath.Join(dir, p) }
+	return upState{root: dir, broker: j("broker"), sources: j("sources"), runner: j("runner"), repo: j("repo"),
+		collector: j("collector"), cache: j("cache/buildroot"), origin: j("examples.git"), work: j("examples-work"),
+		brokerConfig: j("broker.yml"), ctlConfig: j("cbctl.yml"), artifactToken: j("artifact.token")}
+}
+
+func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *upFlags) error {
+	abs, err := filepath.Abs(f.stateDir)
+	if err != nil {
+		return err
+	}
+	st := newUpState(abs)
+	for _, d := range []string{st.root, st.runner, st.repo, st.collector, st.cache} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+	}
+	project := f.project
+	if project == "" {
+		examples, err := findExamples(env, f.examples)
+		if err != nil {
+			return err
+		}
+		if err := syncExamples(ctx, examples, st, logger); err != nil {
+			return fmt.Errorf("examples repository: %w", err)
+		}
+		project = "file://" + st.origin
+		f.branch = "main"
+	}
+
+	// The broker first: every other part talks through it.
+	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{
+		Listen: f.brokerListen, DataDir: st.broker, Partitions: 1, Topics: []string{f.group}, Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("embedded broker: %w", err)
+	}
+	defer emb.Close()
+	brokerHost := strings.Join(emb.Addrs(), ",")
+	artifactToken, err := readOrCreateToken(st.artifactToken)
+	if err != nil {
+		return err
+	}
+
+	coll, err := collect.New(collect.Config{
+		RepoRoot: st.repo, StateDir: st.collector, Listen: f.repoListen,
+		Project: project, Branch: f.branch, UpdateInterval: f.interval, Logger: logger.With("component", "collect"),
+	})
+	if err != nil {
+		return err
+	}
+	uploadTokenFile := filepath.Join(st.collector, "upload.token")
+	if err := os.WriteFile(uploadTokenFile, []byte(coll.Token()+"\n"), 0o600); err != nil {
+		return err
+	}
+	repoURL := "http://" + f.repoListen
+	artifactURL := "http://" + f.artifactListen
+
+	// Configuration files for the job processes and for the user's cb-ctl.
+	brokerCfg := fmt.Sprintf("broker:\n  host: %q\nrunner:\n  group: %q\nthis_host: 127.0.0.1\ncollector:\n  url: %q\n  token_file: %q\nartifacts:\n  listen: %q\n  url: %q\n  token_file: %q\n",
+		brokerHost, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL, st.artifactToken)
+	ctlCfg := fmt.Sprintf("cluster:\n  runner_count: 1\nartifacts:\n  token_file: %q\n", st.artifactToken)
+	for p, c := range map[string]string{st.brokerConfig: brokerCfg, st.ctlConfig: ctlCfg} {
+		if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
+			return err
+		}
+	}
+	cfg, err := config.LoadBrokerFile(st.brokerConfig)
+	if err != nil {
+		return err
+	}
+	opts, err := brokerOptions(cfg, logger, "cb-up")
+	if err != nil {
+		return err
+	}
+	client, err := broker.New(opts)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+
+	var (
+		mu     sync.Mutex
+		places []string
+	)
+	ready := func(name string, a net.Addr) {
+		mu.Lock()
+		places = append(places, fmt.Sprintf("  %-22s %s", name, a))
+		mu.Unlock()
+	}
+	g, gctx := newGroup(ctx)
+	g.Go("collect", func() error { return coll.Run(gctx) })
+	g.Go("artifacts", func() error {
+		return artifact.ListenAndServe(gctx, artifact.Config{Root: st.runner, Token: artifactToken, Listen: f.artifactListen,
+			Logger: logger.With("component", "artifacts")}, func(a net.Addr) { ready("artifacts", a) })
+	})
+	g.Go("info", func() error {
+		return info.Run(gctx, info.Config{Broker: opts, Root: st.runner, ThisHost: "127.0.0.1", ArtifactURL: artifactURL,
+			Logger: logger.With("component", "info")})
+	})
+	rf := &runnerFlags{runnerRoot: st.runner, sources: st.sources, thisHost: "127.0.0.1", group: f.group,
+		brokerHosts: brokerHost, collectorURL: repoURL, collectorTokenFile: uploadTokenFile, backend: f.backend,
+		cacheDir: st.cache, buildTimeout: 4 * time.Hour}
+	g.Go("scheduler", func() error {
+		return runRunner(gctx, env, logger.With("component", "scheduler"), cfg, rf, runnerOptions{
+			brokerConfig: st.brokerConfig, buildLimit: f.buildLimit, pollTimeout: 2 * time.Second,
+		})
+	})
+	g.Go("fetch", func() error {
+		return fetch.Run(gctx, fetch.Config{URL: project, Branch: f.branch, Dir: st.sources, Interval: f.interval,
+			InitialBuild: true, ThisHost: "127.0.0.1", Publisher: client, Logger: logger.With("component", "fetch")})
+	})
+	g.Go("metrics", func() error {
+		return metrics.Serve(gctx, f.metrics, metrics.Mux(client.Ping), logger, func(a net.Addr) { ready("health and metrics", a) })
+	})
+	go func() {
+		// Print where everything is once the servers listen.
+		select {
+		case <-gctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(env.Stdout, "Cloud Builder is up (state in %s)\n", st.root)
+		fmt.Fprintf(env.Stdout, "  %-22s %s\n", "broker", brokerHost)
+		fmt.Fprintf(env.Stdout, "  %-22s %s/  (status: %s/api/v1/status)\n", "repositories", repoURL, repoURL)
+		for _, p := range places {
+			fmt.Fprintln(env.Stdout, p)
+		}
+		fmt.Fprintf(env.Stdout, "  %-22s %s\n", "source repository", project)
+		fmt.Fprintf(env.Stdout, "\nTalk to it with cb-ctl:\n  export CB_BROKER_CONFIG=%s CB_CTL_CONFIG=%s\n  cb-ctl --watch\n", st.brokerConfig, st.ctlConfig)
+	}()
+	err = g.Wait()
+	logger.Info("stopped", "cause", context.Cause(ctx))
+	return errors.Join(err, emb.Close())
+}
+
+// findExamples locates the shipped examples directory.
+func findExamples(env *Env, flagValue string) (string, error) {
+	candidates := []string{flagValue}
+	if flagValue == "" {
+		candidates = []string{
+			filepath.Join(filepath.Dir(filepath.Dir(env.Exe)), "examples"),
+			"examples",
+			"/usr/share/cloud-builder/examples",
+		}
+	}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(c, "projects")); err == nil && fi.IsDir() {
+			return filepath.Abs(c)
+		}
+	}
+	return "", fmt.Errorf("no examples directory with projects/ found (tried %s); use --examples or --project", strings.Join(candidates, ", "))
+}
+
+// syncExamples makes the examples a git repository (bare origin plus a
+// work tree) and commits whatever changed since the last start, so
+// cb-fetch sees exactly the changed examples.
+func syncExamples(ctx context.Context, examples string, st upState, logger *slog.Logger) error {
+	gitc := func(dir string, args ...string) error {
+		cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Cloud Builder", "-c", "user.email=cloud-builder@localhost", "-c", "init.defaultBranch=main"}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("git %s: %w: %s", args[0], err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(st.origin, "HEAD")); err != nil {
+		if err := gitc(st.root, "init", "-q", "--bare", st.origin); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(st.work, ".git")); err != nil {
+		if err := os.RemoveAll(st.work); err != nil {
+			return err
+		}
+		if err := gitc(st.root, "init", "-q", st.work); err != nil {
+			return err
+		}
+		if err := gitc(st.work, "remote", "add", "origin", st.origin); err != nil {
+			return err
+		}
+	}
+	// Replace the work tree's projects/ with the shipped ones.
+	if err := os.RemoveAll(filepath.Join(st.work, "projects")); err != nil {
+		return err
+	}
+	if err := copyDir(filepath.Join(examples, "projects"), filepath.Join(st.work, "projects")); err != nil {
+		return err
+	}
+	if err := gitc(st.work, "add", "-A"); err != nil {
+		return err
+	}
+	if err := gitc(st.work, "diff", "--cached", "--quiet"); err == nil {
+		return nil // unchanged since the last start
+	}
+	if err := gitc(st.work, "commit", "-q", "-m", "Update the shipped examples"); err != nil {
+		return err
+	}
+	logger.Info("examples committed to the local source repository", "repo", st.origin)
+	return gitc(st.work, "push", "-q", "origin", "HEAD:main")
+}
+
+// copyDir copies a tree of regular files and directories; symlinks are
+// copied as links.
+func copyDir(src, dst string) error {
+	return filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		t := filepath.Join(dst, rel)
+		switch {
+		case fi.IsDir():
+			return os.MkdirAll(t, 0o755)
+		case fi.Mode()&os.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(l, t)
+		case fi.Mode().IsRegular():
+			if err := copyFile(p, t); err != nil {
+				return err
+			}
+			return os.Chmod(t, fi.Mode().Perm())
+		}
+		return nil
+	})
+}
+
+// readOrCreateToken returns the token in path, creating a random one.
+func readOrCreateToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	return tok, nil
+}
