@@ -60,10 +60,9 @@ func (p publicFS) Open(name string) (http.File, error) {
 	defer root.Close()
 	f, err := root.Open(name)
 	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			return nil, fs.ErrNotExist
-		}
-		return nil, err
+		// Whether a path is missing, unreadable or a symlink out of the
+		// root is nobody's business: all are "not found".
+		return nil, fs.ErrNotExist
 	}
 	return publicFile{f}, nil
 }
