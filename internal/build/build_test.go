@@ -371,3 +371,48 @@ func TestBuildTimeout(t *testing.T) {
 		t.Errorf("log does not say why the build ended:\n%s", log)
 	}
 }
+
+// TestBuildOBS builds a .dsc with the OBS build script, selected by a build
+// config the package ships in .cb/root (here already merged into the upper
+// layer, as the buildroot preparation does).
+func TestBuildOBS(t *testing.T) {
+	needTool(t, "dpkg-source", "dpkg-deb")
+	f := newFixture(t)
+	work := t.TempDir()
+	copyTree(t, "testdata/deb", filepath.Join(work, "hello-1.0"))
+	cmd := exec.Command("dpkg-source", "-b", "hello-1.0")
+	cmd.Dir = work
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-source -b: %v\n%s", err, out)
+	}
+	for _, n := range []string{"hello_1.0.dsc", "hello_1.0.tar.xz"} {
+		data, err := os.ReadFile(filepath.Join(work, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(f.src, n), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := filepath.Join(f.layout.Upper, "usr/lib/obs-build/configs/default.conf")
+	if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte("Type: dsc\nBinarytype: deb\nRepotype: debian\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, log, err := f.run(t, Options{})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("exit %+v err %v\n%s", res, err, log)
+	}
+	if res.Engine != "obs-build" {
+		t.Errorf("engine %q", res.Engine)
+	}
+	bins := f.relBinaries(t, res)
+	if !bins["projects/test/bookworm/amd64/hello_1.0_amd64.deb"] {
+		t.Fatalf("binaries %v\n%s", bins, log)
+	}
+	if !strings.Contains(log, "--no-init --dist default --root /") {
+		t.Errorf("log lacks the build command:\n%s", log)
+	}
+}
