@@ -1,0 +1,168 @@
+// Package source manages the git checkout of the sources repository (SPEC
+// §2): cloning it, bringing it to the head of a branch, and listing which
+// package and image directories changed between two commits.
+//
+// cb-fetch and cb-scheduler may run on the same machine and touch the same
+// checkout; every operation that changes it holds an exclusive flock on a
+// lock file next to it (<dir>.lock), readers hold a shared one. The lock
+// file lives outside the checkout because a broken checkout is replaced by a
+// fresh clone, which must not drop the lock.
+//
+// git runs as a child process from an argument vector in its own process
+// group, without a terminal prompt and restricted to the transports file,
+// git, http, https and ssh (no ext::, which would run commands named by a
+// URL). Credentials come from the environment, see [Credentials].
+package source
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// allowedProtocols is GIT_ALLOW_PROTOCOL: the transports a repository URL
+// may use. Anything else (ext::, fd::, custom remote helpers) is refused by
+// git itself, including in redirects and submodule URLs.
+const allowedProtocols = "file:git:http:https:ssh"
+
+// maxStderr bounds how much of git's error output is kept for messages.
+const maxStderr = 16 << 10
+
+// gitCmd is one git invocation.
+type gitCmd struct {
+	dir    string    // working directory; "" = inherit
+	args   []string  // after "git"
+	stdin  io.Reader // optional
+	stdout io.Writer // optional; default: collected and returned
+	creds  *Credentials
+	// scrub are strings (a password written into the URL) that must not
+	// appear in an error message.
+	scrub []string
+}
+
+// run executes git and returns its standard output (when c.stdout is nil).
+// The error carries the last lines of git's stderr, which never contains
+// credentials: they travel in the environment, not in the URL or argv.
+func (c gitCmd) run(ctx context.Context) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "git", c.args...)
+	cmd.Dir = c.dir
+	cmd.Env = c.env()
+	cmd.Stdin = c.stdin
+	var out bytes.Buffer
+	if c.stdout != nil {
+		cmd.Stdout = c.stdout
+	} else {
+		cmd.Stdout = &out
+	}
+	stderr := &tailBuffer{max: maxStderr}
+	cmd.Stderr = stderr
+	setProcessGroup(cmd)
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("git %s: %w", c.args[0], context.Cause(ctx))
+		}
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.LastIndexByte(msg, '\n'); i >= 0 && len(msg)-i < 400 {
+			// git prints hints first and the fatal line last.
+			msg = strings.TrimSpace(msg[i+1:])
+		}
+		for _, s := range c.scrub {
+			if s != "" {
+				msg = strings.ReplaceAll(msg, s, "xxxxx")
+			}
+		}
+		if msg == "" {
+			return nil, fmt.Errorf("git %s: %w", c.args[0], err)
+		}
+		return nil, fmt.Errorf("git %s: %s: %w", c.args[0], msg, err)
+	}
+	return out.Bytes(), nil
+}
+
+// env is the child environment: the caller's, minus variables that would
+// let the environment redirect git to another repository or run commands,
+// plus the safety settings and credentials.
+func (c gitCmd) env() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+			"GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
+			"GIT_ALLOW_PROTOCOL", "GIT_TERMINAL_PROMPT", "GIT_ASKPASS", "SSH_ASKPASS",
+			"GIT_CONFIG_COUNT", "GIT_CONFIG_PARAMETERS", "GIT_EXTERNAL_DIFF", "LC_ALL":
+			continue
+		}
+		if strings.HasPrefix(k, "GIT_CONFIG_KEY_") || strings.HasPrefix(k, "GIT_CONFIG_VALUE_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env,
+		"GIT_ALLOW_PROTOCOL="+allowedProtocols,
+		"GIT_TERMINAL_PROMPT=0",
+		// Messages are parsed nowhere, but stable English text makes the
+		// logs searchable.
+		"LC_ALL=C",
+	)
+	// Configuration is passed as GIT_CONFIG_* variables rather than -c on
+	// the command line: a process's environment is readable only by its
+	// owner, its argv by everybody on the machine.
+	cfg := [][2]string{
+		{"advice.detachedHead", "false"},
+		{"core.quotePath", "false"},
+		// The checkout is a mirror that is reset, never worked in; a gc
+		// running in the background while the next fetch starts would only
+		// cost time.
+		{"gc.autoDetach", "false"},
+	}
+	cfg = append(cfg, c.creds.config()...)
+	env = append(env, "GIT_CONFIG_COUNT="+strconv.Itoa(len(cfg)))
+	for i, kv := range cfg {
+		env = append(env, "GIT_CONFIG_KEY_"+strconv.Itoa(i)+"="+kv[0], "GIT_CONFIG_VALUE_"+strconv.Itoa(i)+"="+kv[1])
+	}
+	return env
+}
+
+// setProcessGroup puts the child in its own process group and kills the
+// whole group on cancel: git starts ssh, remote helpers and pack-objects,
+// which must not outlive a cancelled fetch.
+func setProcessGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		if cmd.Process == nil {
+			return nil
+		}
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if errors.Is(err, syscall.ESRCH) {
+			return os.ErrProcessDone
+		}
+		return err
+	}
+	// Grandchildren holding stdout open must not keep Wait blocked.
+	cmd.WaitDelay = 5 * time.Second
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.buf) }
