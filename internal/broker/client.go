@@ -210,9 +210,3 @@ func mapClosed(err error) error {
 	}
 	return err
 }
-
-// kslogQuiet is the kgo logger for short-lived internal clients: their
-// connection chatter is debug detail.
-func kslogQuiet(l *slog.Logger) kgo.Logger {
-	return kslog.New(l.With("component", "kafka"))
-}

@@ -316,6 +316,9 @@ func (c *Consumer) Poll(ctx context.Context) ([]Record, error) {
 			case errors.Is(err, kgo.ErrClientClosed):
 				closed = true
 			case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			case t == "":
+				// Injected by the client, e.g. group join failures.
+				errs = append(errs, err)
 			default:
 				errs = append(errs, fmt.Errorf("%s[%d]: %w", t, p, err))
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
 )
 
 // EmbeddedOptions configure the in-process broker.
@@ -140,7 +141,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 }
 
 func (e *Embedded) ensure(partitions int32, topics []string, logger *slog.Logger) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addrs...), kgo.WithLogger(kslogQuiet(logger)))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addrs...), kgo.WithLogger(kslog.New(logger.With("component", "kafka"))))
 	if err != nil {
 		return fmt.Errorf("embedded broker: %w", err)
 	}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -306,4 +307,47 @@ func TestOptionsValidation(t *testing.T) {
 	if _, err := NewConsumer(Options{Brokers: []string{"h:1"}}, ConsumerConfig{}); err == nil {
 		t.Error("consumer without topics accepted")
 	}
+}
+
+// TestClientsRideOutABrokerRestart stops the broker under a running
+// consumer loop and a producer: the loop sees wrapped errors and keeps
+// polling, and both carry on once the broker is back on the same address.
+func TestClientsRideOutABrokerRestart(t *testing.T) {
+	dir := t.TempDir()
+	e := newCluster(t, withDataDir(dir), withTopics(1, "restart"))
+	addr := e.Addrs()[0]
+	ctx := testContext(t, 50*time.Second)
+	cl := newClient(t, e)
+	con := newConsumer(t, e, ConsumerConfig{Group: "g", Topics: []string{"restart"}, MaxWait: 200 * time.Millisecond})
+	col := consume(ctx, con, true)
+	if err := cl.Publish(ctx, "restart", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "first record", func() bool { return col.count() == 1 })
+
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	err := cl.Ping(pctx)
+	pcancel()
+	if err == nil || !strings.Contains(err.Error(), "broker unreachable") {
+		t.Errorf("ping while the broker is down: %v", err)
+	}
+	time.Sleep(2 * time.Second) // the loop polls against a dead broker
+
+	newCluster(t, withDataDir(dir), withTopics(1, "restart"), func(o *EmbeddedOptions) { o.Listen = addr })
+	if err := cl.Publish(ctx, "restart", []byte("after")); err != nil {
+		t.Fatalf("publish after restart: %v", err)
+	}
+	waitFor(t, 30*time.Second, "record after restart", func() bool { return col.count() == 2 })
+	got := col.snapshot()
+	if string(got[0].Value) != "before" || string(got[1].Value) != "after" {
+		t.Errorf("records %q, %q", got[0].Value, got[1].Value)
+	}
+	col.mu.Lock()
+	for _, err := range col.errs {
+		t.Logf("poll error during the outage: %v", err)
+	}
+	col.mu.Unlock()
 }
