@@ -1,0 +1,324 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const fullBroker = `broker:
+  host: kafka1.example.net:9093,kafka2.example.net:9093
+  tls:
+    ssl_cafile: /etc/cb/ca.pem
+    ssl_certfile: /etc/cb/client.pem
+    ssl_keyfile: /etc/cb/client.key
+  sasl:
+    mechanism: SCRAM-SHA-512
+    username: runner
+    password: secret
+runner:
+  group: suse
+this_host: 10.0.0.5
+artifacts:
+  listen: 0.0.0.0:8090
+  url: https://10.0.0.5:8090
+  token_file: /etc/cb/artifacts.token
+  tls_cert: /etc/cb/art.pem
+  tls_key: /etc/cb/art.key
+collector:
+  url: https://repo.example.net:8080
+  token: upload-token
+`
+
+func TestLoadBrokerFull(t *testing.T) {
+	b, err := LoadBroker(strings.NewReader(fullBroker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Broker{
+		Broker: BrokerSection{
+			Host: "kafka1.example.net:9093,kafka2.example.net:9093",
+			TLS:  &TLS{CAFile: "/etc/cb/ca.pem", CertFile: "/etc/cb/client.pem", KeyFile: "/etc/cb/client.key"},
+			SASL: &SASL{Mechanism: "SCRAM-SHA-512", Username: "runner", Password: "secret"},
+		},
+		Runner:   RunnerSection{Group: "suse"},
+		ThisHost: "10.0.0.5",
+		Artifacts: Endpoint{
+			Listen: "0.0.0.0:8090", URL: "https://10.0.0.5:8090", TokenFile: "/etc/cb/artifacts.token",
+			TLSCert: "/etc/cb/art.pem", TLSKey: "/etc/cb/art.key",
+		},
+		Collector: Endpoint{URL: "https://repo.example.net:8080", Token: "upload-token"},
+	}
+	if !reflect.DeepEqual(b, want) {
+		t.Errorf("got  %+v\nwant %+v", b, want)
+	}
+}
+
+// The original's broker file has only broker.host, broker.tls, runner.group
+// and this_host; it must load unchanged.
+func TestLoadBrokerOriginalFile(t *testing.T) {
+	b, err := LoadBroker(strings.NewReader(`broker:
+  host: 10.0.0.1:9092
+  tls:
+    ssl_cafile: /etc/pki/ca.pem
+runner:
+  group: fedora
+this_host: 10.0.0.7
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Broker.Host != "10.0.0.1:9092" || b.Broker.TLS.CAFile != "/etc/pki/ca.pem" || b.Runner.Group != "fedora" || b.ThisHost != "10.0.0.7" || b.Broker.SASL != nil {
+		t.Errorf("got %+v", b)
+	}
+}
+
+func TestLoadBrokerDefaults(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, doc := range map[string]string{"empty": "", "blank": "\n  \n", "comment": "# nothing configured\n"} {
+		t.Run(name, func(t *testing.T) {
+			b, err := LoadBroker(strings.NewReader(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Broker.Host != DefaultBrokerHost {
+				t.Errorf("host %q, want %q", b.Broker.Host, DefaultBrokerHost)
+			}
+			if b.ThisHost != host {
+				t.Errorf("this_host %q, want the host name %q", b.ThisHost, host)
+			}
+			if b.Broker.TLS != nil || b.Broker.SASL != nil || b.Runner.Group != "" {
+				t.Errorf("unexpected settings %+v", b)
+			}
+		})
+	}
+}
+
+func TestLoadBrokerRejects(t *testing.T) {
+	tests := []struct {
+		name, doc string
+		want      []string // substrings of the error
+	}{
+		{"unknown top-level key", "brokr:\n  host: a:9092\n", []string{"brokr"}},
+		{"unknown broker key", "broker:\n  hots: a:9092\n", []string{"hots"}},
+		{"unknown tls key", "broker:\n  tls:\n    ssl_cafil: /ca\n", []string{"ssl_cafil"}},
+		{"unknown sasl key", "broker:\n  sasl:\n    mechanism: PLAIN\n    user: x\n", []string{"user"}},
+		{"unknown runner key", "runner:\n  groups: suse\n", []string{"groups"}},
+		{"cert without key", "broker:\n  tls:\n    ssl_certfile: /c.pem\n", []string{"broker.tls", "ssl_keyfile"}},
+		{"key without cert", "broker:\n  tls:\n    ssl_keyfile: /c.key\n", []string{"broker.tls", "ssl_certfile"}},
+		{"bad sasl mechanism", "broker:\n  sasl:\n    mechanism: GSSAPI\n", []string{"broker.sasl.mechanism", "GSSAPI"}},
+		{"missing sasl mechanism", "broker:\n  sasl:\n    username: u\n", []string{"broker.sasl.mechanism"}},
+		{"host list", "broker:\n  host: [a, b]\n", []string{"invalid config"}},
+		{"not YAML", "broker: [\n", []string{"invalid config"}},
+		{"not a mapping", "- broker\n", []string{"invalid config"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := LoadBroker(strings.NewReader(tt.doc))
+			if err == nil {
+				t.Fatalf("accepted: %+v", b)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadBrokerFile(t *testing.T) {
+	dir := t.TempDir()
+	b, err := LoadBrokerFile(filepath.Join(dir, "missing.yml"))
+	if err != nil {
+		t.Fatalf("missing file: %v", err)
+	}
+	if b.Broker.Host != DefaultBrokerHost {
+		t.Errorf("missing file: host %q", b.Broker.Host)
+	}
+
+	good := filepath.Join(dir, "good.yml")
+	if err := os.WriteFile(good, []byte(fullBroker), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := LoadBrokerFile(good); err != nil || b.Runner.Group != "suse" {
+		t.Errorf("good file: %+v, %v", b, err)
+	}
+
+	bad := filepath.Join(dir, "bad.yml")
+	if err := os.WriteFile(bad, []byte("broker:\n  tls:\n    ssl_certfile: /c.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadBrokerFile(bad); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "broker.tls") {
+		t.Errorf("bad file: got %v, want an error naming %s and broker.tls", err, bad)
+	}
+
+	// A file that exists but cannot be read is an error, not the defaults.
+	if os.Geteuid() != 0 {
+		unreadable := filepath.Join(dir, "unreadable.yml")
+		if err := os.WriteFile(unreadable, []byte(fullBroker), 0o000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadBrokerFile(unreadable); err == nil {
+			t.Error("unreadable file gave defaults")
+		}
+	}
+	if _, err := LoadBrokerFile(dir); err == nil {
+		t.Error("a directory as config file gave defaults")
+	}
+}
+
+func TestLoadCtl(t *testing.T) {
+	c, err := LoadCtl(strings.NewReader(`cluster:
+  ssh_user: cb
+  ssh_pkey_file: /home/cb/.ssh/id_ed25519
+  runner_count: 3
+  controlplane: 10.0.0.1
+settings:
+  use_control_plane_as_proxy: true
+artifacts:
+  token: read-token
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Ctl{
+		Cluster:   Cluster{SSHUser: "cb", SSHPkeyFile: "/home/cb/.ssh/id_ed25519", RunnerCount: 3, ControlPlane: "10.0.0.1"},
+		Settings:  CtlSettings{UseControlPlaneAsProxy: true},
+		Artifacts: Endpoint{Token: "read-token"},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got  %+v\nwant %+v", c, want)
+	}
+
+	empty, err := LoadCtl(strings.NewReader(""))
+	if err != nil || !reflect.DeepEqual(empty, &Ctl{}) {
+		t.Errorf("empty: %+v, %v", empty, err)
+	}
+
+	for name, tt := range map[string]struct{ doc, want string }{
+		"negative runner_count": {"cluster:\n  runner_count: -1\n", "cluster.runner_count"},
+		"runner_count string":   {"cluster:\n  runner_count: three\n", "invalid config"},
+		"unknown key":           {"cluster:\n  ssh_usr: cb\n", "ssh_usr"},
+		"unknown section":       {"clusters: {}\n", "clusters"},
+		"proxy not a bool":      {"settings:\n  use_control_plane_as_proxy: maybe\n", "invalid config"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := LoadCtl(strings.NewReader(tt.doc)); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadCtlFile(t *testing.T) {
+	dir := t.TempDir()
+	c, err := LoadCtlFile(filepath.Join(dir, "none.yml"))
+	if err != nil || !reflect.DeepEqual(c, &Ctl{}) {
+		t.Errorf("missing file: %+v, %v", c, err)
+	}
+	p := filepath.Join(dir, "cbctl.yml")
+	if err := os.WriteFile(p, []byte("cluster:\n  runner_count: -2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCtlFile(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Errorf("got %v, want an error naming %s", err, p)
+	}
+}
+
+func TestEndpointReadToken(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	if err := os.WriteFile(file, []byte("  from-file\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		e       Endpoint
+		want    string
+		wantErr bool
+	}{
+		{"none", Endpoint{}, "", false},
+		{"inline", Endpoint{Token: "inline"}, "inline", false},
+		{"file", Endpoint{TokenFile: file}, "from-file", false},
+		{"inline wins", Endpoint{Token: "inline", TokenFile: file}, "inline", false},
+		{"missing file", Endpoint{TokenFile: filepath.Join(dir, "nope")}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.e.ReadToken()
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("ReadToken() = %q, %v; want %q, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestDefaultPaths(t *testing.T) {
+	env := func(m map[string]string) func(string) string {
+		return func(k string) string { return m[k] }
+	}
+	got := DefaultPaths(env(map[string]string{"HOME": "/home/cb"}))
+	want := Paths{
+		BrokerConfig: "/etc/cloud_builder_broker.yml",
+		CtlConfig:    "/home/cb/.config/cb/cbctl.yml",
+		Settings:     "/etc/cloud_builder",
+		RunnerRoot:   "/var/tmp/CB",
+		RepoRoot:     "/srv/www/projects",
+		Sources:      "/home/cb/cloud_builder_sources",
+	}
+	if got != want {
+		t.Errorf("defaults:\ngot  %+v\nwant %+v", got, want)
+	}
+
+	if p := DefaultPaths(env(nil)); p.CtlConfig != "/root/.config/cb/cbctl.yml" || p.Sources != "/root/cloud_builder_sources" {
+		t.Errorf("without HOME: %+v", p)
+	}
+
+	over := DefaultPaths(env(map[string]string{
+		"HOME":           "/home/cb",
+		EnvBrokerConfig:  "/tmp/t/broker.yml",
+		EnvCtlConfig:     "/tmp/t/cbctl.yml",
+		EnvSettings:      "/tmp/t/cloud_builder",
+		EnvRunnerRoot:    "/tmp/t/runner",
+		EnvRepoRoot:      "/tmp/t/repo",
+		EnvSources:       "/tmp/t/sources",
+		"CB_UNUSED_NAME": "/x",
+	}))
+	wantOver := Paths{
+		BrokerConfig: "/tmp/t/broker.yml",
+		CtlConfig:    "/tmp/t/cbctl.yml",
+		Settings:     "/tmp/t/cloud_builder",
+		RunnerRoot:   "/tmp/t/runner",
+		RepoRoot:     "/tmp/t/repo",
+		Sources:      "/tmp/t/sources",
+	}
+	if over != wantOver {
+		t.Errorf("overrides:\ngot  %+v\nwant %+v", over, wantOver)
+	}
+
+	// Each variable overrides exactly its own path.
+	for _, name := range []string{EnvBrokerConfig, EnvCtlConfig, EnvSettings, EnvRunnerRoot, EnvRepoRoot, EnvSources} {
+		p := DefaultPaths(env(map[string]string{"HOME": "/home/cb", name: "/only"}))
+		n := 0
+		for _, v := range []string{p.BrokerConfig, p.CtlConfig, p.Settings, p.RunnerRoot, p.RepoRoot, p.Sources} {
+			if v == "/only" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s changed %d paths: %+v", name, n, p)
+		}
+	}
+
+	// The real environment works through os.Getenv, as the commands use it.
+	t.Setenv(EnvRunnerRoot, "/tmp/from-env")
+	if p := DefaultPaths(os.Getenv); p.RunnerRoot != "/tmp/from-env" {
+		t.Errorf("os.Getenv: runner root %q", p.RunnerRoot)
+	}
+}
