@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 )
@@ -31,7 +32,7 @@ import (
 // Options configure one build.
 type Options struct {
 	Target target.Target
-	Layout *Layout
+	Layout *buildroot.Layout
 	// Arch is the target arch as uname -m prints it (default: the
 	// target's); it is recorded in the log. Packages sort by their own
 	// arch, so noarch/all packages of an x86_64 build land in noarch/all.
@@ -101,6 +102,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		logger = slog.Default()
 	}
 	logger = logger.With("component", "build", "target", t.ID())
+	// The mount point may be gone after a clean; the overlay needs it.
+	if err := os.MkdirAll(o.Layout.Merged, 0o755); err != nil {
+		return nil, fmt.Errorf("build %s: %w", t.ID(), err)
+	}
 	if o.Arch == "" {
 		o.Arch = t.Arch()
 	}
@@ -114,8 +119,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Layout.Lower == "" {
 		base = o.Layout.Merged
 	}
-	pkg := &Package{Name: t.Name(), HostDir: filepath.Join(base, t.Name()), Root: tree}
-	if fi, err := os.Stat(pkg.HostDir); err != nil || !fi.IsDir() {
+	dir := o.Layout.PackageDir
+	if dir == "" {
+		dir = "/" + t.Name()
+	}
+	dir = filepath.Clean("/" + dir)
+	pkg := &Package{Name: t.Name(), Dir: dir, HostDir: filepath.Join(base, dir), Root: tree}
+	if fi, err := os.Lstat(pkg.HostDir); err != nil || !fi.IsDir() || dir == "/" {
 		return nil, fmt.Errorf("build %s: package sources missing in the buildroot", t.ID())
 	}
 	var engine Engine

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 )
@@ -98,7 +99,7 @@ func tarball(t *testing.T, dir, out string) {
 // sources in the upper layer, as the buildroot preparation leaves it.
 type fixture struct {
 	t      target.Target
-	layout *Layout
+	layout *buildroot.Layout
 	src    string // package dir in the upper layer
 }
 
@@ -109,9 +110,9 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &Layout{
+	l := &buildroot.Layout{
 		Lower: lower, Upper: filepath.Join(tg.Work(), "upper"), Work: filepath.Join(tg.Work(), "work"),
-		Merged: tg.Dir(),
+		Merged: tg.Dir(), PackageDir: "/" + tg.Name(),
 	}
 	f := &fixture{t: tg, layout: l, src: filepath.Join(l.Upper, tg.Name())}
 	for _, d := range []string{l.Upper, l.Work, l.Merged, f.src} {

@@ -24,7 +24,7 @@ func (dpkgTree) Detect(p *Package) bool {
 }
 
 func (dpkgTree) Steps(p *Package) ([]Step, error) {
-	return []Step{{Argv: dpkgBuildpackage(), Dir: p.Dir()}}, nil
+	return []Step{{Argv: dpkgBuildpackage(), Dir: p.Dir}}, nil
 }
 
 func (dpkgTree) ResultDirs(*Package) []ResultDir {
@@ -62,7 +62,7 @@ func (dpkgSource) Steps(p *Package) ([]Step, error) {
 		// rebuild in the same upper layer starts from a clean one.
 		{Argv: []string{"rm", "-rf", "--one-file-system", dscBuildDir}, Dir: "/"},
 		{Argv: []string{"mkdir", "-p", dscBuildDir}, Dir: "/"},
-		{Argv: []string{"dpkg-source", "-x", path.Join(p.Dir(), dsc), tree}, Dir: dscBuildDir},
+		{Argv: []string{"dpkg-source", "-x", path.Join(p.Dir, dsc), tree}, Dir: dscBuildDir},
 		{Argv: dpkgBuildpackage(), Dir: tree},
 	}, nil
 }

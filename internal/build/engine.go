@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/cloud-builder/cb/internal/buildroot"
 )
 
 // Engine knows how to build one kind of package source in a buildroot.
@@ -50,15 +52,13 @@ func DefaultEngines() []Engine {
 // Package is the package source as the engines see it, from the host, while
 // no overlay is mounted.
 type Package struct {
-	Name string // package name = directory below the root
+	Name string // package name
+	Dir  string // package directory inside the root, /<name>
 	// HostDir is the package directory on the host (in the upper layer,
 	// where the buildroot preparation copied the sources).
 	HostDir string
 	Root    Tree
 }
-
-// Dir is the package directory inside the root.
-func (p *Package) Dir() string { return "/" + p.Name }
 
 // Files lists the regular files in the package directory whose names end
 // in suffix, sorted. Symlinks are skipped: the sources come from a git
@@ -103,7 +103,7 @@ type Tree struct {
 }
 
 // NewTree returns the tree of a layout.
-func NewTree(l *Layout) Tree {
+func NewTree(l *buildroot.Layout) Tree {
 	if l.Lower == "" {
 		return Tree{Layers: []string{l.Merged}}
 	}

@@ -51,7 +51,7 @@ func (e obsBuild) Steps(p *Package) ([]Step, error) {
 	if configdir != "" {
 		argv = append(argv, "--configdir", configdir)
 	}
-	return []Step{{Argv: argv, Dir: p.Dir()}}, nil
+	return []Step{{Argv: argv, Dir: p.Dir}}, nil
 }
 
 // ResultDirs are where build leaves packages: rpmbuild's topdir as the

@@ -30,7 +30,7 @@ func (rpmBuild) Steps(p *Package) ([]Step, error) {
 	// Hidden entries (.cb, .git) are not sources.
 	cp := []string{"cp", "-a", "-t", path.Join(rpmTopdir, "SOURCES"), "--"}
 	for _, f := range p.Entries() {
-		cp = append(cp, path.Join(p.Dir(), f))
+		cp = append(cp, path.Join(p.Dir, f))
 	}
 	steps := []Step{{Argv: mkdir, Dir: "/"}}
 	if len(cp) > 5 {
@@ -40,8 +40,8 @@ func (rpmBuild) Steps(p *Package) ([]Step, error) {
 	// in a Debian buildroot whose rpm database is empty; the buildroot
 	// preparation installs the Debian equivalents, so the check could only
 	// fail spuriously.
-	build := []string{"rpmbuild", "-ba", "--nodeps", "--define", "_topdir " + rpmTopdir, path.Join(p.Dir(), spec)}
-	return append(steps, Step{Argv: build, Dir: p.Dir()}), nil
+	build := []string{"rpmbuild", "-ba", "--nodeps", "--define", "_topdir " + rpmTopdir, path.Join(p.Dir, spec)}
+	return append(steps, Step{Argv: build, Dir: p.Dir}), nil
 }
 
 func (rpmBuild) ResultDirs(*Package) []ResultDir {

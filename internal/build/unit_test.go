@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/cloud-builder/cb/internal/buildroot"
 )
 
 func TestClassify(t *testing.T) {
@@ -61,7 +63,7 @@ func TestTreeExists(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tree := NewTree(&Layout{Lower: lower, Upper: upper})
+	tree := NewTree(&buildroot.Layout{Lower: lower, Upper: upper})
 	for rel, want := range map[string]bool{
 		"/usr/bin/build":                     true,
 		"usr/lib/build/configs/default.conf": true,
@@ -115,7 +117,7 @@ func TestDetectOrder(t *testing.T) {
 					}
 				}
 			}
-			p := &Package{Name: "hello", HostDir: src, Root: Tree{Layers: []string{root}}}
+			p := &Package{Name: "hello", Dir: "/hello", HostDir: src, Root: Tree{Layers: []string{root}}}
 			got := ""
 			for _, e := range DefaultEngines() {
 				if e.Detect(p) {
@@ -141,7 +143,7 @@ func TestRPMSteps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	steps, err := rpmBuild{}.Steps(&Package{Name: "hello", HostDir: src})
+	steps, err := rpmBuild{}.Steps(&Package{Name: "hello", Dir: "/hello", HostDir: src})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +163,7 @@ func TestRPMSteps(t *testing.T) {
 	if err := os.Rename(filepath.Join(src, "hello.spec"), filepath.Join(src, "third.spec")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (rpmBuild{}).Steps(&Package{Name: "hello", HostDir: src}); err == nil {
+	if _, err := (rpmBuild{}).Steps(&Package{Name: "hello", Dir: "/hello", HostDir: src}); err == nil {
 		t.Error("ambiguous spec accepted")
 	}
 }
