@@ -282,17 +282,7 @@ func (c *Consumer) Poll(ctx context.Context) ([]Record, error) {
 		paused, pausedCh, resumeCh := c.paused, c.pausedCh, c.resumeCh
 		c.pauseMu.Unlock()
 		if paused {
-			t := time.NewTimer(pausedPollInterval)
-			defer t.Stop() // returns below in every case
-			select {
-			case <-ctx.Done():
-				return nil, fmt.Errorf("poll: %w", ctx.Err())
-			case <-c.closed:
-				return nil, ErrClosed
-			case <-resumeCh:
-			case <-t.C:
-			}
-			return nil, nil
+			return nil, c.waitPaused(ctx, resumeCh)
 		}
 
 		pctx, cancel := context.WithCancel(ctx)
@@ -348,6 +338,21 @@ func (c *Consumer) Poll(ctx context.Context) ([]Record, error) {
 		// Interrupted by Pause: loop once more to wait as a paused
 		// consumer does.
 	}
+}
+
+// waitPaused waits up to pausedPollInterval for Resume.
+func (c *Consumer) waitPaused(ctx context.Context, resumeCh <-chan struct{}) error {
+	t := time.NewTimer(pausedPollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("poll: %w", ctx.Err())
+	case <-c.closed:
+		return ErrClosed
+	case <-resumeCh:
+	case <-t.C:
+	}
+	return nil
 }
 
 func (c *Consumer) collect(fetches kgo.Fetches) []Record {
