@@ -1,0 +1,117 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// killGrace is how long kiwi gets after SIGTERM to end before the whole
+// process group is killed.
+const killGrace = 10 * time.Second
+
+// proxyEnv are passed through to kiwi, which downloads packages.
+var proxyEnv = []string{"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+
+// commandEnv is the complete environment of kiwi: nothing else is
+// inherited, so a build does not depend on who started it. HOME and
+// GNUPGHOME point into the target's work directory because kiwi runs gpg
+// to import the repository keys and rpmbuild to bundle the image, and
+// neither may touch (or depend on) root's real home.
+func commandEnv(home, gnupg string) []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"LC_ALL=C.UTF-8",
+		"LANG=C.UTF-8",
+		"DEBIAN_FRONTEND=noninteractive",
+		"HOME=" + home,
+		"GNUPGHOME=" + gnupg,
+	}
+	for _, k := range proxyEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// run runs argv with stdout and stderr to the given writers. It returns
+// the exit code of a command that ran and ended on its own (a non-zero
+// code is not an error), and an error when the command could not start or
+// was cancelled through ctx.
+//
+// The command gets its own process group and a private mount namespace:
+// kiwi bind-mounts /dev, /proc, /sys and its cache into the image root, and
+// with a namespace of its own none of those mounts is ever visible to the
+// runner, and all of them vanish with the last process of the build, even
+// when kiwi is killed. On cancel the group gets SIGTERM and, after
+// killGrace, SIGKILL; once the command is gone the group is killed anyway
+// so no helper it started outlives it.
+func run(ctx context.Context, env []string, dir string, stdout, stderr io.Writer, argv ...string) (int, error) {
+	if len(argv) == 0 {
+		return -1, errors.New("run: empty command")
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid: true,
+		// With CLONE_NEWNS the Go runtime also makes / recursively
+		// private in the child, so no mount propagates back.
+		Unshareflags: syscall.CLONE_NEWNS,
+	}
+	cmd.Cancel = func() error {
+		pid := cmd.Process.Pid
+		err := syscall.Kill(-pid, syscall.SIGTERM)
+		go func() {
+			time.Sleep(killGrace)
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}()
+		return err
+	}
+	// Bounds the wait for output pipes held open by a stray grandchild,
+	// and the time between SIGTERM and the Go runtime's own kill.
+	cmd.WaitDelay = killGrace + 2*time.Second
+	err := cmd.Start()
+	if err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			return -1, fmt.Errorf("start %s: %w (image builds need root)", argv[0], err)
+		}
+		return -1, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	err = cmd.Wait()
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if ctx.Err() != nil {
+		return -1, fmt.Errorf("%s: %w", argv[0], context.Cause(ctx))
+	}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &exit):
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return exit.ExitCode(), nil
+	}
+	return -1, fmt.Errorf("%s: %w", argv[0], err)
+}
+
+// quote renders argv for the log, quoting arguments a reader could misread.
+func quote(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t'\"\\$`;&|<>(){}*?") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}
