@@ -111,9 +111,9 @@ func New(cfg Config) (s *Server, err error) {
 		cfg.GnupgHome = filepath.Join(cfg.StateDir, "gnupg")
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = slog.Default().With("component", "collect")
 	}
-	logger := cfg.Logger.With("component", "collect")
+	logger := cfg.Logger
 	for _, d := range []string{cfg.RepoRoot, cfg.StateDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("new collector: %w", err)
