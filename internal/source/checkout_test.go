@@ -106,8 +106,8 @@ func TestUpdateBranchSelection(t *testing.T) {
 
 func TestUpdateReplacesBrokenCheckout(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		break_ func(t *testing.T, dir string)
+		name   string
+		damage func(t *testing.T, dir string)
 	}{
 		{"plain directory", func(t *testing.T, dir string) {
 			os.RemoveAll(dir)
@@ -141,7 +141,7 @@ func TestUpdateReplacesBrokenCheckout(t *testing.T) {
 				t.Fatal(err)
 			}
 			second := r.CommitAndPush("second", map[string]string{"projects/a/file": "two"})
-			tc.break_(t, dir)
+			tc.damage(t, dir)
 			head, err := source.Update(ctx, dir, r.URL(), "main", nil)
 			if err != nil {
 				t.Fatalf("update of a broken checkout: %v", err)
