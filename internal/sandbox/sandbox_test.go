@@ -466,3 +466,55 @@ func TestKillCaller(t *testing.T) {
 		t.Error("command ran on after its caller was killed")
 	}
 }
+
+// BenchmarkRun measures the fixed cost of a sandbox: re-exec, namespaces,
+// overlay, /proc, /dev and the command's own start.
+func BenchmarkRun(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	lower := b.TempDir()
+	for _, p := range []string{"usr/bin", "lib/x86_64-linux-gnu", "lib64"} {
+		if err := os.MkdirAll(filepath.Join(lower, p), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		b.Skip(err)
+	}
+	out, _ := exec.Command("ldd", truePath).Output()
+	files := []string{truePath}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasPrefix(f, "/") {
+			files = append(files, f)
+		}
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dst := filepath.Join(lower, f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	d := b.TempDir()
+	s := Spec{Lower: lower, Upper: filepath.Join(d, "u"), Work: filepath.Join(d, "w"), Root: filepath.Join(d, "m"),
+		Argv: []string{truePath}, Env: []string{"PATH=/usr/bin"}}
+	for _, p := range []string{s.Upper, s.Work, s.Root} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if code, err := Run(context.Background(), s); err != nil || code != 0 {
+			b.Fatalf("code %d err %v", code, err)
+		}
+	}
+}
