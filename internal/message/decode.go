@@ -20,11 +20,15 @@ const MaxDocumentSize = 1 << 20
 // memory.
 const maxNodes = 100_000
 
+// maxExpandedBytes bounds the scalar text a document may expand to through
+// aliases. Without aliases it is at most the document size.
+const maxExpandedBytes = 2 * MaxDocumentSize
+
 // ErrTooLarge is returned for documents above MaxDocumentSize.
 var ErrTooLarge = errors.New("document exceeds 1 MiB")
 
 // ErrAliasBomb is returned for documents whose aliases expand beyond a bound.
-var ErrAliasBomb = errors.New("document expands beyond the node limit (alias bomb?)")
+var ErrAliasBomb = errors.New("document expands beyond the node or size limit (alias bomb?)")
 
 // FieldError names the field of a document that failed validation.
 type FieldError struct {
@@ -57,8 +61,8 @@ func parseMap(data []byte) (fields, error) {
 	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
 		return nil, errors.New("not YAML: more than one document")
 	}
-	n := 0
-	if !countNodes(&root, &n, 0) {
+	var e expansion
+	if !countNodes(&root, &e, 0) {
 		return nil, ErrAliasBomb
 	}
 	doc := &root
@@ -76,16 +80,29 @@ func parseMap(data []byte) (fields, error) {
 	return fields(m), nil
 }
 
-func countNodes(n *yaml.Node, count *int, depth int) bool {
-	*count++
-	if *count > maxNodes || depth > 100 {
+// expansion is what a document costs once every alias is resolved.
+type expansion struct {
+	nodes int
+	bytes int
+}
+
+// countNodes walks n as a decoder would, following aliases, and reports
+// false as soon as the expansion exceeds maxNodes nodes, maxExpandedBytes of
+// scalar text or a nesting depth of 100. Counting bytes matters as much as
+// counting nodes: a few thousand aliases of one long string stay far below
+// the node bound but turn a 1 MiB message into gigabytes for whoever
+// re-encodes or prints it.
+func countNodes(n *yaml.Node, e *expansion, depth int) bool {
+	e.nodes++
+	e.bytes += len(n.Value)
+	if e.nodes > maxNodes || e.bytes > maxExpandedBytes || depth > 100 {
 		return false
 	}
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
-		return countNodes(n.Alias, count, depth+1)
+		return countNodes(n.Alias, e, depth+1)
 	}
 	for _, c := range n.Content {
-		if !countNodes(c, count, depth+1) {
+		if !countNodes(c, e, depth+1) {
 			return false
 		}
 	}

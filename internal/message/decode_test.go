@@ -274,6 +274,10 @@ func TestDecodeAliasBomb(t *testing.T) {
 		"billion laughs": aliasBomb(),
 		"self reference": []byte("a: &a [*a]\nschema_version: 0.2\n"),
 		"wide":           []byte("a: &a [" + strings.Repeat("x,", 1000) + "x]\nb: [" + strings.Repeat("*a,", 200) + "*a]\n"),
+		// Few nodes, but 40,000 copies of an 800 kB string: 32 GB for
+		// whoever re-encodes or prints the decoded message.
+		"long string": []byte("identity: &a " + strings.Repeat("x", 800_000) + "\nresponse_code: c\nschema_version: 0.2\n" +
+			"package:\n  binary_packages: [" + strings.Repeat("*a,", 40_000) + "*a]\n"),
 	}
 	for bname, bomb := range bombs {
 		for name, decode := range allDecoders {

@@ -35,6 +35,11 @@ func roundTrip[T any](t *testing.T, v T, decode func([]byte) (T, error)) {
 	if err != nil {
 		t.Fatalf("encode accepted message: %v", err)
 	}
+	// Aliases may not blow a message up: what passed the decoder must stay
+	// in proportion to the document size for everyone who prints it.
+	if len(enc) > 10*MaxDocumentSize {
+		t.Fatalf("accepted message encodes to %d bytes", len(enc))
+	}
 	again, err := decode(enc)
 	if err != nil {
 		t.Fatalf("decode our own encoding: %v\n%s", err, enc)
