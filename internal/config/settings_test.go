@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -125,6 +126,23 @@ func TestExampleSettingsFile(t *testing.T) {
 	for _, k := range []string{"CB_PROJECT", "CB_BRANCH", "CB_UPDATE", "CB_BUILD_LIMIT", "CB_INFO_RESPONSE_TYPE", "CB_COLLECT_REPO_SERVER"} {
 		if _, ok := s[k]; !ok {
 			t.Errorf("%s does not set %s", p, k)
+		}
+	}
+	// systemd's EnvironmentFile= reads the same file. It keeps "# …" after
+	// a value as part of the value, knows no "export", and treats
+	// backslashes and "$" differently: the example stays in the subset
+	// both read alike.
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	common := regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=("[^"\\$` + "`" + `]*"|'[^']*'|[^\s#'"\\$]*)$`)
+	for i, line := range strings.Split(string(data), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !common.MatchString(line) {
+			t.Errorf("%s:%d: %q is not plain KEY=value that systemd and cb read alike", p, i+1, line)
 		}
 	}
 }
