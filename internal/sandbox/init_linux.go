@@ -132,6 +132,15 @@ func setup(cs *childSpec) error {
 	if err := syscall.Mount("proc", proc, "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount proc: %w", err)
 	}
+	// sysfs read-only: tools probe CPUs and devices there, none may
+	// change the host through it.
+	sys, err := mountpoint(cs.Root, "sys")
+	if err != nil {
+		return err
+	}
+	if err := syscall.Mount("sysfs", sys, "sysfs", syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /sys: %w", err)
+	}
 	if err := setupDev(cs.Root); err != nil {
 		return err
 	}
@@ -187,6 +196,9 @@ func setupDev(root string) error {
 		return fmt.Errorf("mount /dev: %w", err)
 	}
 	for _, n := range devNodes {
+		if _, err := os.Stat("/dev/" + n); err != nil && n == "tty" {
+			continue // a runner without a controlling-tty device
+		}
 		p := filepath.Join(dev, n)
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
 		if err != nil {

@@ -188,7 +188,7 @@ func TestRunIsolation(t *testing.T) {
 		if err != nil || code != 0 {
 			t.Fatalf("code %d err %v out %s", code, err, out)
 		}
-		for _, want := range []string{" / / ", " /proc ", " /dev ", " /dev/pts ", " /dev/null "} {
+		for _, want := range []string{" / / ", " /proc ", " /sys ro,", " /dev ", " /dev/pts ", " /dev/null "} {
 			if !strings.Contains(out, want) {
 				t.Errorf("mountinfo inside lacks %q:\n%s", want, out)
 			}
