@@ -297,8 +297,15 @@ func TestBuildRPM(t *testing.T) {
 			t.Errorf("rpm -qip %s lacks %q:\n%s", rel, field, info)
 		}
 	}
+	if testing.Verbose() {
+		t.Log(log)
+	}
 	if !strings.Contains(log, "rpmbuild -ba --nodeps") {
 		t.Errorf("log lacks the rpmbuild command:\n%s", log)
+	}
+	// the sandbox's host name must resolve without a network
+	if strings.Contains(log, "Could not canonicalize hostname") {
+		t.Errorf("rpmbuild could not resolve the host name:\n%s", log)
 	}
 }
 

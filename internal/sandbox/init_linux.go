@@ -171,6 +171,17 @@ func setup(cs *childSpec) error {
 	if err := syscall.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
+	// Tools resolve their own host name (rpmbuild stamps it into every
+	// package); without a network that only works through /etc/hosts,
+	// which a bootstrapped root may lack. Created after the chroot, so a
+	// symlink cannot aim the write outside the root.
+	if _, err := os.Lstat("/etc/hosts"); errors.Is(err, os.ErrNotExist) {
+		hosts := "127.0.0.1\tlocalhost " + cs.Hostname + "\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+		_ = os.MkdirAll("/etc", 0o755)
+		if err := os.WriteFile("/etc/hosts", []byte(hosts), 0o644); err != nil {
+			return fmt.Errorf("create /etc/hosts: %w", err)
+		}
+	}
 	if resolv != nil {
 		// Written after the chroot, so a symlink in the buildroot cannot
 		// point the write at a host file.

@@ -105,5 +105,5 @@ func Run(ctx context.Context, s Spec) (int, error) {
 	case waitErr != nil:
 		return -1, fmt.Errorf("sandbox init: %w", waitErr)
 	}
-	return -1, fmt.Errorf("sandbox init: exited without a result")
+	return -1, fmt.Errorf("sandbox init: exited without a result (does the program call sandbox.Init first in main?)")
 }

@@ -56,6 +56,7 @@ type Spec struct {
 	// scratch files of the build never land in the overlay's upper layer.
 	PrivateTmp bool
 	// Hostname is the host name inside the sandbox; empty means "cb-build".
+	// A root without /etc/hosts gets one that resolves it and localhost.
 	Hostname string
 }
 
