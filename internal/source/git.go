@@ -1,17 +1,3 @@
-// Package source manages the git checkout of the sources repository (SPEC
-// §2): cloning it, bringing it to the head of a branch, and listing which
-// package and image directories changed between two commits.
-//
-// cb-fetch and cb-scheduler may run on the same machine and touch the same
-// checkout; every operation that changes it holds an exclusive flock on a
-// lock file next to it (<dir>.lock), readers hold a shared one. The lock
-// file lives outside the checkout because a broken checkout is replaced by a
-// fresh clone, which must not drop the lock.
-//
-// git runs as a child process from an argument vector in its own process
-// group, without a terminal prompt and restricted to the transports file,
-// git, http, https and ssh (no ext::, which would run commands named by a
-// URL). Credentials come from the environment, see [Credentials].
 package source
 
 import (
