@@ -93,7 +93,7 @@ func New(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{cfg: cfg, log: cfg.Logger.With("component", "artifact"), hashes: newHashCache()}
+	h := &handler{cfg: cfg, log: cfg.Logger, hashes: newHashCache()}
 	mux := metrics.Mux(nil)
 	mux.HandleFunc("GET "+targetsPrefix, h.serveTarget)
 	return mux

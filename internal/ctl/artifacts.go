@@ -67,7 +67,7 @@ func (c *Client) http() *http.Client {
 func artifactBase(info *message.InfoResponse) (string, error) {
 	if info.ArtifactURL == "" {
 		if info.UTCModificationTime == message.None && !info.IsRunning {
-			return "", fmt.Errorf("no runner has built %s: %w", info.Project, ErrNotFound)
+			return "", kindErr(ErrNotFound, "no runner has built %s", info.Project)
 		}
 		return "", fmt.Errorf("runner %s announces no artifact endpoint (cb-info without --artifact-url?)", info.SourceIP)
 	}
@@ -103,7 +103,7 @@ func (c *Client) fetch(ctx context.Context, base, name string, follow bool) (*ht
 		return resp, nil
 	case http.StatusNotFound:
 		resp.Body.Close()
-		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
+		return nil, kindErr(ErrNotFound, "%s: not found on the runner", name)
 	case http.StatusUnauthorized, http.StatusForbidden:
 		resp.Body.Close()
 		return nil, fmt.Errorf("artifact endpoint %s refused the credentials (artifacts.token in cbctl.yml or CB_ARTIFACT_TOKEN)", req.URL.Host)
@@ -145,7 +145,7 @@ func (c *Client) BuildLog(ctx context.Context, q Query, follow bool) error {
 		printed++
 	}
 	if printed == 0 {
-		return fmt.Errorf("runner %s has no log of %s: %w", info.SourceIP, q, ErrNotFound)
+		return kindErr(ErrNotFound, "runner %s has no log of %s", info.SourceIP, q)
 	}
 	return nil
 }
@@ -163,7 +163,7 @@ func (c *Client) BuildDependencies(ctx context.Context, q Query) error {
 	}
 	resp, err := c.fetch(ctx, base, artifact.SolverFile, false)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("runner %s has no solver file of %s: %w", info.SourceIP, q, ErrNotFound)
+		return kindErr(ErrNotFound, "runner %s has no solver file of %s", info.SourceIP, q)
 	}
 	if err != nil {
 		return err
@@ -207,7 +207,7 @@ func (c *Client) GetBinaries(ctx context.Context, q Query, dir string) ([]Downlo
 		return nil, err
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("runner %s has no binaries of %s: %w", info.SourceIP, q, ErrNotFound)
+		return nil, kindErr(ErrNotFound, "runner %s has no binaries of %s", info.SourceIP, q)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create target dir: %w", err)

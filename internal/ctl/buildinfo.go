@@ -93,7 +93,7 @@ func (c *Client) locate(ctx context.Context, q Query) (*message.InfoResponse, er
 		return nil, err
 	}
 	if len(res.Answers) == 0 {
-		return nil, fmt.Errorf("no runner answered about %s within %s (not built anywhere?): %w", q, c.timeout(), ErrNotFound)
+		return nil, kindErr(ErrNotFound, "no runner answered about %s within %s (not built anywhere?)", q, c.timeout())
 	}
 	if c.RunnerCount > 0 && len(res.Answers) < c.RunnerCount {
 		fmt.Fprintf(c.Stderr, "cb-ctl: warning: %d of %d runners answered within %s; the newest build may be on a silent runner\n", len(res.Answers), c.RunnerCount, c.timeout())

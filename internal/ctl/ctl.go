@@ -60,6 +60,20 @@ var (
 	ErrNotFound = errors.New("not found")
 )
 
+// kindError is an error of one of the kinds above whose text is only its
+// message: "no runner answered ..." rather than "...: not found".
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+func kindErr(kind error, format string, a ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, a...), kind: kind}
+}
+
 func (c *Client) timeout() time.Duration {
 	if c.Timeout <= 0 {
 		return DefaultTimeout

@@ -139,13 +139,13 @@ func (c *Client) follow(ctx context.Context, cons *broker.Consumer, requestID st
 			fmt.Fprintf(c.Stderr, "%7s %-9s %s\n", elapsed(time.Since(start)), "running", "no news for "+c.timeout().String()+", a runner reports the build running; waiting on")
 			continue
 		}
-		return nil, fmt.Errorf("no response to request %s for %s: %w", requestID, c.timeout(), ErrTimeout)
+		return nil, kindErr(ErrTimeout, "no response to request %s for %s", requestID, c.timeout())
 	}
 	if err := PrintJSON(c.Stdout, final); err != nil {
 		return final, err
 	}
 	if !message.IsSuccess(final.ResponseCode) {
-		return final, fmt.Errorf("%s: %s: %w", final.ResponseCode, final.Message, ErrBuildFailed)
+		return final, kindErr(ErrBuildFailed, "%s: %s", final.ResponseCode, final.Message)
 	}
 	return final, nil
 }

@@ -112,7 +112,7 @@ func (c Config) logger() *slog.Logger {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	return l.With("component", "cb-info")
+	return l
 }
 
 // handle answers one request. An invalid request is logged and dropped:
