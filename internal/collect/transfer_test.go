@@ -124,8 +124,11 @@ func TestCutTransferIsRetried(t *testing.T) {
 	if res.Status != "published" {
 		t.Fatalf("retry answered %+v, want published", res)
 	}
-	if proxy.conns < 2 {
-		t.Fatalf("client did not retry (%d connections)", proxy.conns)
+	proxy.mu.Lock()
+	conns := proxy.conns
+	proxy.mu.Unlock()
+	if conns < 2 {
+		t.Fatalf("client did not retry (%d connections)", conns)
 	}
 	// A second delivery of the same build changes nothing.
 	before := mustRead(t, filepath.Join(ts.cfg.RepoRoot, "projects/Debian/bookworm/dists/bookworm/InRelease"))
@@ -180,6 +183,7 @@ files:
 }
 
 func TestBadUploadsAreRefused(t *testing.T) {
+	repotest.RequireTools(t, "dpkg-deb")
 	ts := newServer(t, nil)
 	pkg := []byte("not really a deb, never looked at")
 	good := manifest("x86_64/hello_1.0_amd64.deb", sha(pkg), len(pkg))
@@ -206,6 +210,7 @@ func TestBadUploadsAreRefused(t *testing.T) {
 			rawEntry{"x86_64/hello_1.0_amd64.deb", pkg}), 400, "not <project parent>/<dist>"},
 		{"unknown manifest key", testToken, rawStream(t, good+"extra: 1\n", rawEntry{"x86_64/hello_1.0_amd64.deb", pkg}), 400, "extra"},
 		{"not tar", testToken, []byte("hello"), 400, "manifest"},
+		{"not a package", testToken, rawStream(t, good, rawEntry{"x86_64/hello_1.0_amd64.deb", pkg}), 400, "not a readable deb package"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest("POST", ts.http.URL+collect.UploadPath, bytes.NewReader(tc.body))

@@ -44,12 +44,12 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "upload: missing or wrong token"})
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize+maxManifestSize+1<<20)
-	st, err := s.receive(body)
+	body := &errReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize+maxManifestSize+1<<20)}
+	st, err := s.receive(r.Context(), body)
 	if err != nil {
 		code := http.StatusBadRequest
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		if errors.As(body.err, &tooBig) {
 			code = http.StatusRequestEntityTooLarge
 		}
 		metrics.Uploads.WithLabelValues("rejected").Inc()
@@ -78,6 +78,21 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// errReader remembers the body's read error, which the tar reader may
+// hide behind its own.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		e.err = err
+	}
+	return n, err
+}
+
 // staged is an upload whose every file was received and verified.
 type staged struct {
 	m     *Manifest
@@ -88,7 +103,7 @@ type staged struct {
 // receive reads the tar stream into a fresh staging directory and checks
 // it against the manifest. Nothing of a stream that fails any check, or is
 // cut short, survives.
-func (s *Server) receive(body io.Reader) (st *staged, err error) {
+func (s *Server) receive(ctx context.Context, body io.Reader) (st *staged, err error) {
 	dir, err := os.MkdirTemp(filepath.Join(s.cfg.StateDir, "staging"), "upload-")
 	if err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
@@ -146,6 +161,9 @@ func (s *Server) receive(body io.Reader) (st *staged, err error) {
 		p := filepath.Join(dir, strconv.Itoa(i))
 		if err := receiveFile(tr, p, f); err != nil {
 			return nil, err
+		}
+		if err := repo.CheckPackage(ctx, p, repo.Type(m.RepoType)); err != nil {
+			return nil, invalid("%s: %v", f.Name, err)
 		}
 		st.files[hdr.Name] = p
 	}

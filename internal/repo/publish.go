@@ -65,3 +65,22 @@ func (p *Publisher) Publish(ctx context.Context, r Repository) error {
 	}
 	return r.clearDirty()
 }
+
+// CheckPackage makes sure path is a package of type t that the metadata
+// tools can read, so one broken upload cannot make every later metadata
+// update of its repository fail.
+func CheckPackage(ctx context.Context, path string, t Type) error {
+	var err error
+	switch t {
+	case Deb:
+		_, err = run(ctx, nil, "dpkg-deb", "--field", path, "Package", "Version", "Architecture")
+	case RPM:
+		_, err = run(ctx, nil, "rpm", "--query", "--package", "--nosignature", "--nodigest", "--queryformat", "%{NAME}", path)
+	default:
+		err = fmt.Errorf("unknown repository type %q", t)
+	}
+	if err != nil {
+		return fmt.Errorf("not a readable %s package: %w", t, err)
+	}
+	return nil
+}

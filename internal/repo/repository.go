@@ -1,6 +1,8 @@
 package repo
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -58,20 +60,20 @@ var (
 
 // File is one published package file.
 type File struct {
-	Name   string `yaml:"name"` // repo-relative, "<arch dir>/<file>"
-	Size   int64  `yaml:"size"`
-	SHA256 string `yaml:"sha256"`
+	Name   string `yaml:"name" json:"name"` // repo-relative, "<arch dir>/<file>"
+	Size   int64  `yaml:"size" json:"size"`
+	SHA256 string `yaml:"sha256" json:"sha256"`
 }
 
 // Build is the set of files one build of one package for one arch put into
 // a repository; the newest build of a package/arch replaces the previous.
 type Build struct {
-	Project   string    `yaml:"project"`
-	Name      string    `yaml:"package"`
-	Arch      string    `yaml:"arch"`
-	RequestID string    `yaml:"request_id"`
-	Published time.Time `yaml:"published"`
-	Files     []File    `yaml:"files"`
+	Project   string    `yaml:"project" json:"project"`
+	Name      string    `yaml:"package" json:"package"`
+	Arch      string    `yaml:"arch" json:"arch"`
+	RequestID string    `yaml:"request_id" json:"request_id"`
+	Published time.Time `yaml:"published" json:"published"`
+	Files     []File    `yaml:"files" json:"files"`
 }
 
 func (b Build) sameContent(o Build) bool {
@@ -160,8 +162,14 @@ func (r Repository) Builds() ([]Build, error) {
 		return nil, fmt.Errorf("read %s: %w", filesFile, err)
 	}
 	var builds []Build
-	if err := yaml.Unmarshal(data, &builds); err != nil {
-		return nil, fmt.Errorf("decode %s of %s: %w", filesFile, r.Path, err)
+	// Written as JSON (a YAML subset) because decoding it is fast enough
+	// to do on every upload into a repository of thousands of packages;
+	// YAML is still accepted for a hand-edited file.
+	if jerr := json.Unmarshal(data, &builds); jerr != nil {
+		builds = nil
+		if err := yaml.Unmarshal(data, &builds); err != nil {
+			return nil, fmt.Errorf("decode %s of %s: %w", filesFile, r.Path, err)
+		}
 	}
 	return builds, nil
 }
@@ -176,14 +184,22 @@ func (r Repository) writeBuilds(builds []Build) error {
 	slices.SortFunc(builds, func(a, b Build) int {
 		return strings.Compare(a.Name+"\x00"+a.Arch, b.Name+"\x00"+b.Arch)
 	})
-	if builds == nil {
-		builds = []Build{}
+	// One build per line: cheap to decode, and diff and grep still work.
+	var buf bytes.Buffer
+	buf.WriteString("[\n")
+	for i, b := range builds {
+		line, err := json.Marshal(b)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", filesFile, err)
+		}
+		buf.Write(line)
+		if i < len(builds)-1 {
+			buf.WriteByte(',')
+		}
+		buf.WriteByte('\n')
 	}
-	data, err := yaml.Marshal(builds)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", filesFile, err)
-	}
-	return writeFileAtomic(r.file(filesFile), data, 0o644)
+	buf.WriteString("]\n")
+	return writeFileAtomic(r.file(filesFile), buf.Bytes(), 0o644)
 }
 
 // packageFile is the original per package/arch file list.
@@ -359,6 +375,9 @@ func (r Repository) SweepOrphans() ([]string, error) {
 		}
 	}
 	dirs, err := os.ReadDir(r.Dir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // removed with its last package meanwhile
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sweep %s: %w", r.Path, err)
 	}
@@ -505,7 +524,8 @@ func moveInto(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + incomingSuffix
+	// Hidden until complete, so the file server never shows half a file.
+	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+incomingSuffix)
 	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
