@@ -25,11 +25,11 @@ func (e *ArgError) Error() string {
 type argKind int
 
 const (
-	kindFlag      argKind = iota // no value
-	kindPackage                  // a package name
-	kindRepo                     // a kiwi repository specification
-	kindTag                      // a container tag
-	kindLabel                    // a container label name=value
+	kindFlag    argKind = iota // no value
+	kindPackage                // a package name
+	kindRepo                   // a kiwi repository specification
+	kindTag                    // a container tag
+	kindLabel                  // a container label name=value
 )
 
 // allowedArgs are the `kiwi-ng system build` options a selection may pass.

@@ -154,7 +154,6 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if b.cache == "" {
 		b.cache = defaultCacheDir(t)
 	}
-	b.env = commandEnv(filepath.Join(b.work, "home"), filepath.Join(b.work, "gnupg"))
 	return b.run(ctx)
 }
 
@@ -175,6 +174,7 @@ type build struct {
 	desc   string // the substituted copy of the description
 	out    string // kiwi's --target-dir: results and build/image-root
 	cache  string
+	gnupg  string // GNUPGHOME of kiwi's key import
 	env    []string
 }
 
@@ -191,10 +191,10 @@ func (b *build) progress(format string, v ...any) {
 func (b *build) run(ctx context.Context) (res *Result, err error) {
 	start := time.Now()
 	b.progress("building image %s (%s), bundle id %s", b.t.Project, b.t.Profile, b.o.BundleID)
-	if err := b.setup(); err != nil {
-		return nil, err
-	}
 	defer func() {
+		if b.gnupg != "" {
+			os.RemoveAll(b.gnupg)
+		}
 		// The image root is hundreds of megabytes and never reused.
 		if rerr := removeAll(b.work); rerr != nil {
 			b.logger.Warn("remove image work directory", "err", rerr)
@@ -204,6 +204,9 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 		}
 		_ = os.Remove(b.t.Work()) // only if nothing else lives there
 	}()
+	if err := b.setup(); err != nil {
+		return nil, err
+	}
 	args, err := expandBuildArgs(b.o.BuildArgs)
 	if err != nil {
 		return nil, err
@@ -213,7 +216,7 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 	}
 
 	res = &Result{RepoType: RepoType, Binaries: []string{}}
-	argv := b.global()
+	argv := b.global(true)
 	argv = append(argv, "system", "build", "--description", b.desc, "--target-dir", b.out)
 	argv = append(argv, args...)
 	b.progress("building the image root and image")
@@ -276,18 +279,28 @@ func (b *build) setup() error {
 			return fmt.Errorf("create build directory: %w", err)
 		}
 	}
-	if err := os.Mkdir(filepath.Join(b.work, "gnupg"), 0o700); err != nil {
+	// gpg-agent's socket lives in GNUPGHOME, and a socket path must be
+	// shorter than 108 bytes: a directory below the target's work
+	// directory is too long for deep projects, and gpg then fails.
+	g, err := os.MkdirTemp("", "cb-gnupg-")
+	if err != nil {
 		return fmt.Errorf("create build directory: %w", err)
 	}
+	b.gnupg = g
+	b.env = commandEnv(filepath.Join(b.work, "home"), b.gnupg)
 	if err := copyDescription(b.o.Description, b.desc, b.o.skip); err != nil {
 		return err
 	}
 	return nil
 }
 
-// global are kiwi-ng and its options before the service name.
-func (b *build) global() []string {
-	argv := []string{Kiwi, "--shared-cache-dir", b.cache}
+// global are kiwi-ng and its options before the service name. Only the
+// system service knows --shared-cache-dir.
+func (b *build) global(system bool) []string {
+	argv := []string{Kiwi}
+	if system {
+		argv = append(argv, "--shared-cache-dir", b.cache)
+	}
 	for _, p := range b.o.Profiles {
 		argv = append(argv, "--profile", p)
 	}
@@ -310,7 +323,7 @@ func (b *build) solve(ctx context.Context) error {
 		return fmt.Errorf("remove old solver file: %w", err)
 	}
 	b.progress("solving the image package list")
-	argv := append(b.global(), "image", "info", "--description", b.desc, "--resolve-package-list")
+	argv := append(b.global(false), "image", "info", "--description", b.desc, "--resolve-package-list")
 	var out bytes.Buffer
 	code, err := b.kiwi(ctx, &out, argv)
 	if err != nil {

@@ -46,13 +46,14 @@ func commandEnv(home, gnupg string) []string {
 // code is not an error), and an error when the command could not start or
 // was cancelled through ctx.
 //
-// The command gets its own process group and a private mount namespace:
-// kiwi bind-mounts /dev, /proc, /sys and its cache into the image root, and
-// with a namespace of its own none of those mounts is ever visible to the
-// runner, and all of them vanish with the last process of the build, even
-// when kiwi is killed. On cancel the group gets SIGTERM and, after
-// killGrace, SIGKILL; once the command is gone the group is killed anyway
-// so no helper it started outlives it.
+// The command gets its own process group, PID namespace and mount
+// namespace. kiwi bind-mounts /dev, /proc, /sys and its cache into the
+// image root: in a mount namespace of its own none of those mounts is ever
+// visible to the runner, and all of them vanish with the build, even when
+// kiwi is killed. kiwi is PID 1 of its PID namespace, so when it ends the
+// kernel kills whatever it left, including daemons that escaped the
+// process group with setsid (the gpg-agent its key import starts). On
+// cancel the group gets SIGTERM and, after killGrace, SIGKILL.
 func run(ctx context.Context, env []string, dir string, stdout, stderr io.Writer, argv ...string) (int, error) {
 	if len(argv) == 0 {
 		return -1, errors.New("run: empty command")
@@ -62,7 +63,8 @@ func run(ctx context.Context, env []string, dir string, stdout, stderr io.Writer
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
+		Setpgid:    true,
+		Cloneflags: syscall.CLONE_NEWPID,
 		// With CLONE_NEWNS the Go runtime also makes / recursively
 		// private in the child, so no mount propagates back.
 		Unshareflags: syscall.CLONE_NEWNS,
