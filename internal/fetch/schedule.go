@@ -13,6 +13,8 @@ import (
 	"github.com/cloud-builder/cb/internal/source"
 )
 
+var _ Publisher = (*broker.Client)(nil)
+
 // Response messages of cb-fetch, as the original writes them.
 const (
 	msgPackageScheduled = "Package update request scheduled"
