@@ -17,6 +17,10 @@
 // first thing in TestMain): Init recognises the marker, runs the init part
 // and exits; in a normal process it returns at once.
 //
+// Run needs root (CAP_SYS_ADMIN for the namespaces and mounts) and an
+// upper layer on a file system overlayfs accepts as upperdir (ext4, xfs,
+// btrfs, tmpfs — not another overlayfs).
+//
 // The sandbox isolates a build from the host's mounts, processes and
 // network; it is not a security boundary against a hostile root user, since
 // the command runs as root with full capabilities.
