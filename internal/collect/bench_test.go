@@ -126,6 +126,7 @@ var (
 )
 
 type synthSet struct {
+	dir   string
 	once  sync.Once
 	paths []string
 	err   error
@@ -140,6 +141,7 @@ func synth(b *testing.B, kind string, make func(dir string) ([]string, error)) [
 			s.err = err
 			return
 		}
+		s.dir = dir
 		start := time.Now()
 		s.paths, s.err = make(dir)
 		b.Logf("made %d synthetic %s packages in %s", len(s.paths), kind, time.Since(start))

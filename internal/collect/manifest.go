@@ -131,10 +131,16 @@ func (m *Manifest) encode() ([]byte, error) {
 	return yaml.Marshal(m)
 }
 
-func (m *Manifest) build() repo.Build {
+// build is the bookkeeping record of the upload; changed holds the files
+// the collector rewrote (signed rpms) with their new size and sum.
+func (m *Manifest) build(changed map[string]repo.File) repo.Build {
 	b := repo.Build{Project: m.Project, Name: m.Name, Arch: m.Arch, RequestID: m.RequestID}
 	for _, f := range m.Files {
-		b.Files = append(b.Files, repo.File(f))
+		rf := repo.File{Name: f.Name, Size: f.Size, SHA256: f.SHA256}
+		if c, ok := changed[f.Name]; ok {
+			rf.Size, rf.SHA256, rf.Uploaded = c.Size, c.SHA256, f.SHA256
+		}
+		b.Files = append(b.Files, rf)
 	}
 	return b
 }

@@ -263,3 +263,45 @@ func TestConcurrentUploadsOneRepository(t *testing.T) {
 		}
 	}
 }
+
+// With SignRPMs the served rpm carries the repository key's signature,
+// rpm accepts it with that key, the metadata lists the signed file, and a
+// repeated delivery is still recognised as the same build.
+func TestSignedRPMs(t *testing.T) {
+	repotest.RequireTools(t, "rpmbuild", "createrepo_c", "rpmsign", "rpmkeys")
+	ts := newServer(t, func(c *collect.Config) { c.SignRPMs = true })
+	ctx := ctxT(t)
+	u := rpmUpload(t, "cb-signed", "1.0")
+	if err := ts.client().Upload(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	served := filepath.Join(dir, "served.rpm")
+	if err := os.WriteFile(served, get(t, ts.http.URL+"/projects/MS/TW/"+u.Files[0].Name, 200), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "repo.key")
+	if err := os.WriteFile(key, get(t, ts.http.URL+"/repo.key", 200), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "rpmdb")
+	if out, err := exec.Command("rpmkeys", "--dbpath", db, "--import", key).CombinedOutput(); err != nil {
+		t.Fatalf("rpmkeys --import: %v\n%s", err, out)
+	}
+	out, err := exec.Command("rpmkeys", "--dbpath", db, "--checksig", served).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "signatures OK") {
+		t.Fatalf("rpmkeys --checksig: %v\n%s", err, out)
+	}
+	unsigned, err := exec.Command("rpmkeys", "--dbpath", db, "--checksig", u.Files[0].Path).CombinedOutput()
+	if strings.Contains(string(unsigned), "signatures OK") {
+		t.Fatalf("the unsigned original passes too, the check proves nothing:\n%s", unsigned)
+	}
+	sum := sha256.Sum256(mustRead(t, served))
+	if p := repotest.Primary(t, filepath.Join(ts.cfg.RepoRoot, "projects/MS/TW")); len(p) != 1 || p[0].Checksum.Value != hex.EncodeToString(sum[:]) {
+		t.Fatalf("primary.xml does not list the signed file: %+v", p)
+	}
+	res, err := ts.client().UploadResult(ctx, u)
+	if err != nil || res.Status != "unchanged" {
+		t.Fatalf("repeated delivery: %+v %v, want unchanged", res, err)
+	}
+}

@@ -36,6 +36,7 @@ type Config struct {
 
 	GPGKeyID  string // signing key; the first (or a generated) key in GnupgHome when empty
 	GnupgHome string // <StateDir>/gnupg when empty
+	SignRPMs  bool   // also sign every uploaded rpm with the key (rpmsign --addsign)
 
 	TLSCert  string // serve HTTPS with this certificate and key
 	TLSKey   string

@@ -59,7 +59,11 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	defer os.RemoveAll(st.dir)
 	logger := s.logger.With("request_id", st.m.RequestID, "repository", st.m.RepoPath, "package", st.m.Name, "arch", st.m.Arch)
-	changed, err := s.publish(s.ctx, logger, st)
+	err = s.signRPMs(s.ctx, st)
+	changed := false
+	if err == nil {
+		changed, err = s.publish(s.ctx, logger, st)
+	}
 	if err != nil {
 		code := http.StatusInternalServerError
 		if errors.Is(err, repo.ErrTypeMismatch) || errors.Is(err, repo.ErrFileConflict) {
@@ -95,9 +99,31 @@ func (e *errReader) Read(p []byte) (int, error) {
 
 // staged is an upload whose every file was received and verified.
 type staged struct {
-	m     *Manifest
-	dir   string
-	files map[string]string // repo-relative name -> staged path
+	m       *Manifest
+	dir     string
+	files   map[string]string    // repo-relative name -> staged path
+	changed map[string]repo.File // files rewritten after verification
+}
+
+// signRPMs signs the staged rpms with the repository key when configured.
+// It runs before the repository lock is taken: signing is per file and
+// needs no repository state.
+func (s *Server) signRPMs(ctx context.Context, st *staged) error {
+	if !s.cfg.SignRPMs || st.m.RepoType != string(repo.RPM) {
+		return nil
+	}
+	st.changed = map[string]repo.File{}
+	for name, p := range st.files {
+		if err := s.signer.SignRPM(ctx, p); err != nil {
+			return err
+		}
+		size, sum, err := hashFile(p)
+		if err != nil {
+			return err
+		}
+		st.changed[name] = repo.File{Name: name, Size: size, SHA256: sum}
+	}
+	return nil
 }
 
 // receive reads the tar stream into a fresh staging directory and checks
@@ -213,7 +239,7 @@ func (s *Server) publish(ctx context.Context, logger *slog.Logger, st *staged) (
 		return false, err
 	}
 	defer unlock()
-	b := st.m.build()
+	b := st.m.build(st.changed)
 	b.Published = time.Now().UTC()
 	changed, err := r.Install(repo.Type(st.m.RepoType), b, st.files)
 	if err != nil {

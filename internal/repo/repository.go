@@ -63,6 +63,16 @@ type File struct {
 	Name   string `yaml:"name" json:"name"` // repo-relative, "<arch dir>/<file>"
 	Size   int64  `yaml:"size" json:"size"`
 	SHA256 string `yaml:"sha256" json:"sha256"`
+	// Uploaded is the SHA-256 the runner sent when the collector changed
+	// the file (signed an rpm); it identifies a repeated delivery.
+	Uploaded string `yaml:"uploaded_sha256,omitempty" json:"uploaded_sha256,omitempty"`
+}
+
+func (f File) uploaded() string {
+	if f.Uploaded != "" {
+		return f.Uploaded
+	}
+	return f.SHA256
 }
 
 // Build is the set of files one build of one package for one arch put into
@@ -77,7 +87,9 @@ type Build struct {
 }
 
 func (b Build) sameContent(o Build) bool {
-	return b.RequestID == o.RequestID && slices.Equal(b.Files, o.Files)
+	return b.RequestID == o.RequestID && slices.EqualFunc(b.Files, o.Files, func(x, y File) bool {
+		return x.Name == y.Name && x.uploaded() == y.uploaded()
+	})
 }
 
 // Repository is one <project path>/<dist or selection> directory below the
@@ -260,7 +272,7 @@ func (r Repository) Install(t Type, b Build, staged map[string]string) (changed 
 			}
 		}
 	}
-	if prev != nil && prev.sameContent(b) && r.filesPresent(b) {
+	if prev != nil && prev.sameContent(b) && r.filesPresent(*prev) {
 		return false, nil
 	}
 	if err := os.MkdirAll(r.file(projectDir), 0o755); err != nil {

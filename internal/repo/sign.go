@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -164,6 +165,28 @@ func (s *Signer) Close() error {
 	defer cancel()
 	if _, err := run(ctx, nil, "gpgconf", "--homedir", s.home, "--kill", "gpg-agent"); err != nil {
 		return fmt.Errorf("stop gpg-agent: %w", err)
+	}
+	return nil
+}
+
+// SignRPM adds an OpenPGP signature by the repository key to the rpm at
+// path, in place.
+func (s *Signer) SignRPM(ctx context.Context, path string) error {
+	gpg, err := exec.LookPath("gpg")
+	if err != nil {
+		return fmt.Errorf("sign %s: %w", filepath.Base(path), err)
+	}
+	// rpm expands macros in --define values; a % in a path would be
+	// interpreted rather than used.
+	for _, v := range []string{gpg, s.home} {
+		if strings.ContainsAny(v, "%\n") {
+			return fmt.Errorf("sign %s: path %q contains %% or a newline", filepath.Base(path), v)
+		}
+	}
+	if _, err := run(ctx, append(os.Environ(), "GNUPGHOME="+s.home), "rpmsign", "--addsign",
+		"--define", "__gpg "+gpg, "--define", "_gpg_name "+s.fingerprint, "--define", "_gpg_path "+s.home,
+		"--", path); err != nil {
+		return fmt.Errorf("sign %s: %w", filepath.Base(path), err)
 	}
 	return nil
 }
