@@ -134,25 +134,28 @@ func (c *checkout) update(ctx context.Context, branch string) (string, error) {
 	}
 	c.log = c.log.With("branch", branch)
 	if !c.isCheckout(ctx) {
+		// The clone leaves origin/<branch> at the remote's head.
 		if err := c.clone(ctx, branch); err != nil {
 			return "", err
 		}
-	} else if err := c.setOrigin(ctx); err != nil {
-		return "", err
-	}
-	// A failed fetch is most likely the server or the network; the
-	// checkout stays as it is and the caller retries later.
-	if _, err := c.git(ctx, "fetch", "--quiet", "--prune", "--no-tags", "--no-recurse-submodules",
-		"origin", "+refs/heads/"+branch+":refs/remotes/origin/"+branch); err != nil {
-		return "", fmt.Errorf("fetch %s of %s: %w", branch, redact(c.url), err)
+	} else {
+		if err := c.setOrigin(ctx); err != nil {
+			return "", err
+		}
+		// A failed fetch is most likely the server or the network; the
+		// checkout stays as it is and the caller retries later.
+		if _, err := c.git(ctx, "fetch", "--quiet", "--prune", "--no-tags", "--no-recurse-submodules",
+			"origin", "+refs/heads/"+branch+":refs/remotes/origin/"+branch); err != nil {
+			return "", fmt.Errorf("fetch %s of %s: %w", branch, redact(c.url), err)
+		}
 	}
 	head, err := c.reset(ctx, branch)
 	if err == nil {
 		return head, nil
 	}
-	// The fetch worked, so the remote is fine: a failing reset means a
-	// damaged checkout (corrupt index or objects, a lock left by a killed
-	// git). A fresh clone replaces it.
+	// The remote answered, so a failing reset means a damaged checkout
+	// (corrupt index or objects, a lock left by a killed git). A fresh
+	// clone replaces it.
 	c.log.Warn("checkout is damaged, cloning it again", "err", err)
 	if err := c.clone(ctx, branch); err != nil {
 		return "", err
@@ -243,7 +246,7 @@ func (c *checkout) clone(ctx context.Context, branch string) error {
 	defer os.RemoveAll(tmp)
 	c.log.Info("cloning sources")
 	if _, err := (gitCmd{dir: parent, creds: c.creds, scrub: c.secrets(), args: []string{
-		"clone", "--quiet", "--no-tags", "--no-checkout", "--origin", "origin",
+		"clone", "--quiet", "--no-tags", "--no-checkout", "--single-branch", "--origin", "origin",
 		"--branch", branch, "--", c.url, tmp,
 	}}).run(ctx); err != nil {
 		return fmt.Errorf("clone %s: %w", redact(c.url), err)
