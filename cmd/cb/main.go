@@ -6,10 +6,14 @@ import (
 	"os"
 
 	"github.com/cloud-builder/cb/internal/cli"
+	"github.com/cloud-builder/cb/internal/sandbox"
 )
 
 var version = "dev"
 
 func main() {
+	// When this process is a build sandbox re-executed by a runner, Init
+	// runs the sandbox and exits; it must come before anything else.
+	sandbox.Init()
 	os.Exit(cli.Main(os.Args, version))
 }
