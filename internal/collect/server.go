@@ -301,6 +301,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
+	s.logger.Info("collector stopped", "addr", ln.Addr().String())
 	return err
 }
 
