@@ -260,6 +260,11 @@ func TestSourceChanges(t *testing.T) {
 			"debian projects/Debian/xsnow bookworm.x86_64 " + pkgChange + " fresh=true",
 			"debian projects/Debian/xsnow trixie.x86_64 " + pkgChange + " fresh=true",
 		}},
+		{"target listed twice is built once", func(r *sourcetest.Repo) {
+			r.CommitAndPush("dup", map[string]string{xsnow + "/.cb/cloud_builder.yml": sourcetest.PackageMetadata("xsnow", "debian", "bookworm.x86_64", "bookworm.x86_64")})
+		}, []string{
+			"debian projects/Debian/xsnow bookworm.x86_64 " + pkgChange + " fresh=true",
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)

@@ -149,8 +149,15 @@ func schedulePackage(ctx context.Context, cfg Config, p *pkg) (int, error) {
 		})
 	}
 	sent := 0
+	seen := map[string]bool{}
 	for _, j := range jobs {
 		r := j.req
+		// A target listed twice is still one target: build it once.
+		key := fmt.Sprint(r.IsImage(), " ", r.Profile())
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
 		r.Project = project
 		r.FreshBuildRoot = p.change.MetadataChanged
 		r.RequestID = uuid.NewString()
