@@ -122,6 +122,26 @@ func TestDebRepositoryWithApt(t *testing.T) {
 		t.Fatal("apt downloaded different bytes than were uploaded")
 	}
 
+	// Install into a throwaway root: dpkg --root keeps the host untouched.
+	inst := t.TempDir()
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"} {
+		if err := os.MkdirAll(filepath.Join(inst, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := filepath.Join(inst, "var/lib/dpkg/status")
+	if err := os.WriteFile(status, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := apt.run(t, "", "install", "-y", "--no-install-recommends",
+		"-o", "Dir::State::status="+status, "-o", "DPkg::Options::=--root="+inst,
+		"-o", "DPkg::Options::=--force-script-chrootless", "cb-hello"); err != nil {
+		t.Fatalf("apt-get install into a throwaway root: %v\n%s", err, out)
+	}
+	if v, err := os.ReadFile(filepath.Join(inst, "usr/share/cb-hello/VERSION")); err != nil || string(v) != "1.0-1\n" {
+		t.Fatalf("installed file: %q %v", v, err)
+	}
+
 	// The check must be able to fail: a Release changed after signing is
 	// refused, with nothing from it used.
 	t.Run("tampered", func(t *testing.T) {
