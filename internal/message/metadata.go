@@ -1,11 +1,14 @@
 package message
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // MetadataFile is the per-package metadata path inside a package directory.
@@ -167,14 +170,30 @@ func DecodeMetadata(data []byte, dirName string) (*Metadata, error) {
 }
 
 // LoadMetadata reads <dir>/.cb/cloud_builder.yml. Errors name the file and,
-// for validation errors, the field.
+// for validation errors, the field. A missing file yields an error that
+// matches fs.ErrNotExist.
+//
+// The file comes from an untrusted git repository, where it may be a
+// symbolic link to a FIFO or device (opening or reading it would block the
+// service for good) or to a file elsewhere on the machine. So the file must
+// be a regular file and not a symbolic link.
 func LoadMetadata(dir string) (*Metadata, error) {
 	p := filepath.Join(dir, MetadataFile)
-	fh, err := os.Open(p)
+	// O_NONBLOCK: opening a FIFO must not wait for a writer; it has no
+	// effect on regular files.
+	fh, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%s: is a symbolic link, want a regular file", p)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer fh.Close()
+	if fi, err := fh.Stat(); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: is a %s, want a regular file", p, fileType(fi.Mode()))
+	}
 	data, err := io.ReadAll(io.LimitReader(fh, MaxDocumentSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
@@ -184,4 +203,18 @@ func LoadMetadata(dir string) (*Metadata, error) {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return m, nil
+}
+
+func fileType(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }

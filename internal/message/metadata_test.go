@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 const packageMetadata = `schema_version: 0.1
@@ -231,6 +233,82 @@ func TestMetadataRoundTrip(t *testing.T) {
 			}
 			if !reflect.DeepEqual(m, again) {
 				t.Errorf("round trip: %+v != %+v", again, m)
+			}
+		})
+	}
+}
+
+// The metadata file comes from an untrusted repository: a FIFO, a device or a
+// symbolic link in its place must give an error at once, not block or read
+// a file from elsewhere on the machine.
+func TestLoadMetadataRefusesSpecialFiles(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "elsewhere.yml")
+	if err := os.WriteFile(outside, []byte(packageMetadata), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, file string)
+		want  string
+	}{
+		{"fifo", func(t *testing.T, file string) {
+			if err := syscall.Mkfifo(file, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "named pipe"},
+		{"symlink to a FIFO", func(t *testing.T, file string) {
+			fifo := filepath.Join(t.TempDir(), "fifo")
+			if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(fifo, file); err != nil {
+				t.Fatal(err)
+			}
+		}, "symbolic link"},
+		{"symlink to a device", func(t *testing.T, file string) {
+			if err := os.Symlink("/dev/zero", file); err != nil {
+				t.Fatal(err)
+			}
+		}, "symbolic link"},
+		{"symlink to a file outside", func(t *testing.T, file string) {
+			if err := os.Symlink(outside, file); err != nil {
+				t.Fatal(err)
+			}
+		}, "symbolic link"},
+		{"dangling symlink", func(t *testing.T, file string) {
+			if err := os.Symlink(filepath.Join(t.TempDir(), "nothing"), file); err != nil {
+				t.Fatal(err)
+			}
+		}, "symbolic link"},
+		{"directory", func(t *testing.T, file string) {
+			if err := os.Mkdir(file, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, "directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "xclock")
+			if err := os.MkdirAll(filepath.Join(dir, ".cb"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, MetadataFile)
+			tt.setup(t, file)
+			done := make(chan error, 1)
+			go func() {
+				_, err := LoadMetadata(dir)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), file) {
+					t.Errorf("got %v, want an error naming %s and %q", err, file, tt.want)
+				}
+				if errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%v reads as a missing file, but the file is there", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("LoadMetadata blocked")
 			}
 		})
 	}
