@@ -62,7 +62,7 @@ func (s *Server) Cleanup(ctx context.Context) error {
 }
 
 func (s *Server) cleanRepo(ctx context.Context, r repo.Repository, tree string) error {
-	unlock, err := s.locks.lock(ctx, r.Path)
+	rl, unlock, err := s.locks.lock(ctx, r.Path)
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func (s *Server) cleanRepo(ctx context.Context, r repo.Repository, tree string) 
 		}
 	}
 	if r.Dirty() {
-		return s.regenerate(ctx, logger, r)
+		return s.regenerate(ctx, logger, r, rl)
 	}
 	return nil
 }

@@ -42,5 +42,7 @@
 // left unrecorded and republishes repositories whose .updaterepo mark says
 // their metadata is outdated. Both paths take the same per-repository
 // lock, so they never race, and two uploads into one repository serialise
-// without losing either.
+// without losing either. Uploads that arrive together share one metadata
+// update: each installs under the lock, then the first to publish covers
+// every install made before it started.
 package collect

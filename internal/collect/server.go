@@ -347,24 +347,34 @@ func (s *Server) Close() error {
 // and metadata updates. Different repositories proceed in parallel.
 type repoLocks struct {
 	mu sync.Mutex
-	m  map[string]chan struct{}
+	m  map[string]*repoLock
 }
 
-func (l *repoLocks) lock(ctx context.Context, path string) (unlock func(), err error) {
+// repoLock is one repository's lock plus two counters that let uploads
+// arriving together share one metadata update: every install takes a new
+// generation, and a metadata update covers every generation installed
+// before it started.
+type repoLock struct {
+	ch        chan struct{}
+	installed uint64 // generation of the latest install
+	published uint64 // latest generation known to be in the metadata
+}
+
+func (l *repoLocks) lock(ctx context.Context, path string) (*repoLock, func(), error) {
 	l.mu.Lock()
 	if l.m == nil {
-		l.m = map[string]chan struct{}{}
+		l.m = map[string]*repoLock{}
 	}
-	ch, ok := l.m[path]
+	rl, ok := l.m[path]
 	if !ok {
-		ch = make(chan struct{}, 1)
-		l.m[path] = ch
+		rl = &repoLock{ch: make(chan struct{}, 1)}
+		l.m[path] = rl
 	}
 	l.mu.Unlock()
 	select {
-	case ch <- struct{}{}:
-		return func() { <-ch }, nil
+	case rl.ch <- struct{}{}:
+		return rl, func() { <-rl.ch }, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("lock repository %s: %w", path, context.Cause(ctx))
+		return nil, nil, fmt.Errorf("lock repository %s: %w", path, context.Cause(ctx))
 	}
 }

@@ -227,38 +227,59 @@ func receiveFile(r io.Reader, p string, f ManifestFile) error {
 }
 
 // publish installs a verified upload and updates the repository's
-// metadata, under the repository's lock. A repeated delivery of the same
-// build changes nothing, unless an earlier metadata update failed.
+// metadata, each under the repository's lock. Between the two the lock is
+// released, so uploads that arrive together all install first and the
+// first metadata update covers them all; the others find their generation
+// published and return at once. A repeated delivery of the same build
+// changes nothing, unless an earlier metadata update failed.
 func (s *Server) publish(ctx context.Context, logger *slog.Logger, st *staged) (bool, error) {
 	r, err := repo.Open(s.cfg.RepoRoot, st.m.RepoPath)
 	if err != nil {
 		return false, err
 	}
-	unlock, err := s.locks.lock(ctx, r.Path)
+	b := st.m.build(st.changed)
+	b.Published = time.Now().UTC()
+	rl, unlock, err := s.locks.lock(ctx, r.Path)
+	if err != nil {
+		return false, err
+	}
+	changed, err := r.Install(repo.Type(st.m.RepoType), b, st.files)
+	if err != nil {
+		unlock()
+		return false, err
+	}
+	if !changed && !r.Dirty() {
+		unlock()
+		logger.Info("upload unchanged: this build is already published")
+		return false, nil
+	}
+	rl.installed++
+	gen := rl.installed
+	unlock()
+	logger.Info("upload installed", "files", len(b.Files))
+
+	rl, unlock, err = s.locks.lock(ctx, r.Path)
 	if err != nil {
 		return false, err
 	}
 	defer unlock()
-	b := st.m.build(st.changed)
-	b.Published = time.Now().UTC()
-	changed, err := r.Install(repo.Type(st.m.RepoType), b, st.files)
-	if err != nil {
-		return false, err
+	if rl.published >= gen && !r.Dirty() {
+		logger.Info("metadata already published with a concurrent upload")
+		return changed, nil
 	}
-	if !changed && !r.Dirty() {
-		logger.Info("upload unchanged: this build is already published")
-		return false, nil
-	}
-	logger.Info("upload installed", "files", len(b.Files))
-	return changed, s.regenerate(ctx, logger, r)
+	return changed, s.regenerate(ctx, logger, r, rl)
 }
 
 // regenerate publishes r's metadata and records the outcome. The caller
-// holds r's lock.
-func (s *Server) regenerate(ctx context.Context, logger *slog.Logger, r repo.Repository) error {
+// holds r's lock rl.
+func (s *Server) regenerate(ctx context.Context, logger *slog.Logger, r repo.Repository, rl *repoLock) error {
 	t, _ := r.Type()
 	start := time.Now()
+	gen := rl.installed
 	err := s.pub.Publish(ctx, r)
+	if err == nil {
+		rl.published = gen
+	}
 	d := time.Since(start)
 	metrics.PublishDuration.WithLabelValues(string(t)).Observe(d.Seconds())
 	st, _ := r.ReadStatus()
