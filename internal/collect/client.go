@@ -143,6 +143,10 @@ func (c *Client) send(ctx context.Context, m *Manifest, files []File) (*Result, 
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-tar")
+	// The collector checks credentials before it reads the body; with
+	// 100-continue a refused upload costs no transfer, and its 401 is not
+	// lost to a connection reset while the body is still being sent.
+	req.Header.Set("Expect", "100-continue")
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}

@@ -70,6 +70,7 @@ func (p *cuttingProxy) handle(c net.Conn, n int) {
 	}
 	defer up.Close()
 	if n == 1 {
+		go io.Copy(c, up) // lets "100 Continue" through
 		io.CopyN(up, c, p.limit)
 		// Both sides see the connection die mid-body.
 		up.(*net.TCPConn).SetLinger(0)
@@ -241,11 +242,18 @@ func TestBadUploadsAreRefused(t *testing.T) {
 	// The client refuses to send what the server would refuse, and a 4xx
 	// is not retried.
 	t.Run("client wrong token fails fast", func(t *testing.T) {
-		repotest.RequireTools(t, "dpkg-deb")
+		// Big enough that the server answers long before the body could
+		// be sent: the 401 must still reach the client as a 401.
+		big := filepath.Join(t.TempDir(), "big_1_amd64.deb")
+		if err := os.WriteFile(big, bytes.Repeat([]byte("x"), 32<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		c := ts.client()
 		c.Token = "wrong"
 		c.Backoff = time.Hour
-		err := c.Upload(ctxT(t), debUpload(t, "hello", "1.0", "amd64", "x86_64", "bookworm"))
+		err := c.Upload(ctxT(t), collect.Upload{RequestID: "r1", Project: "projects/Debian/big", Name: "big",
+			RepoPath: "projects/Debian/bookworm", Arch: "x86_64", RepoType: "deb",
+			Files: []collect.File{{Path: big, Name: "x86_64/big_1_amd64.deb"}}})
 		var refused *collect.Error
 		if !errors.As(err, &refused) || refused.Status != 401 {
 			t.Fatalf("err = %v, want a 401 *collect.Error", err)
