@@ -25,7 +25,7 @@ type runnerFlags struct {
 	runnerRoot, sources, thisHost, group string
 	brokerHosts                          string
 	collectorURL, collectorTokenFile     string
-	backend                              string
+	backend, cacheDir                    string
 	buildTimeout                         time.Duration
 }
 
