@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
@@ -43,6 +44,10 @@ func (c *Client) Info(ctx context.Context, q Query) (*InfoResult, error) {
 	}
 	res := &InfoResult{}
 	seen := map[string]bool{}
+	var answered atomic.Bool
+	stop := make(chan struct{})
+	defer close(stop)
+	go c.reask(ctx, cl, data, &answered, stop)
 	err = c.pollUntil(ctx, cons, c.timeout(), func(rec broker.Record) (bool, bool) {
 		a, err := message.DecodeInfoResponse(rec.Value)
 		if err != nil || a.RequestID != req.RequestID {
@@ -54,6 +59,7 @@ func (c *Client) Info(ctx context.Context, q Query) (*InfoResult, error) {
 			return false, false
 		}
 		seen[key] = true
+		answered.Store(true)
 		res.Answers = append(res.Answers, a)
 		if c.RunnerCount > 0 && len(res.Answers) >= c.RunnerCount {
 			res.Complete = true
@@ -66,6 +72,35 @@ func (c *Client) Info(ctx context.Context, q Query) (*InfoResult, error) {
 	}
 	res.Newest = Newest(res.Answers)
 	return res, nil
+}
+
+// reask publishes the request again after 1s and 3s while no answer
+// arrived. A direct consumer resolves its start offset asynchronously; if
+// that happens after a runner's immediate answer was appended, the answer
+// is behind it. Runners answer a repeated request again, and answers are
+// counted once per runner, so asking twice is harmless.
+func (c *Client) reask(ctx context.Context, cl *broker.Client, data []byte, answered *atomic.Bool, stop <-chan struct{}) {
+	for _, d := range []time.Duration{time.Second, 2 * time.Second} {
+		if d >= c.timeout() {
+			return
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-stop:
+			t.Stop()
+			return
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if answered.Load() {
+			return
+		}
+		if err := cl.Publish(ctx, message.TopicInfoRequest, data); err != nil {
+			c.logger().Debug("repeat info request", "err", err)
+		}
+	}
 }
 
 // Newest returns the answer with the newest utc_modification_time; "none"
