@@ -12,7 +12,7 @@ import (
 
 // run executes an external tool from an argument vector in its own process
 // group, so that cancelling ctx takes down everything the tool started
-// (createrepo_c workers, gpg helpers). The error carries the tail of the
+// (createrepo_c workers, gpg-agent launches). The error carries the tail of the
 // tool's stderr because that is what names the real problem.
 func run(ctx context.Context, env []string, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
