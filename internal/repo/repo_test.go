@@ -120,12 +120,19 @@ func TestInstallReplaceRemove(t *testing.T) {
 	if exists(filepath.Join(r.Dir(), "aarch64", "hello_1.1_arm64.deb")) || !exists(filepath.Join(r.Dir(), "x86_64", "hello_1.1_amd64.deb")) {
 		t.Fatal("removing one arch must remove exactly that arch's files")
 	}
+	halfBuilt := filepath.Join(r.Dir(), ".dists-123", "bookworm")
+	if err := os.MkdirAll(halfBuilt, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	orphan := filepath.Join(r.Dir(), "x86_64", "lost_1_amd64.deb")
 	if err := os.WriteFile(orphan, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if gone, err := r.SweepOrphans(); err != nil || !slices.Equal(gone, []string{"x86_64/lost_1_amd64.deb"}) {
 		t.Fatalf("sweep: %v %v", gone, err)
+	}
+	if exists(filepath.Dir(halfBuilt)) {
+		t.Fatal("sweep left half-built metadata behind")
 	}
 	builds, err := r.Builds()
 	if err != nil || len(builds) != 1 || builds[0].RequestID != "r2" {

@@ -395,6 +395,13 @@ func (r Repository) SweepOrphans() ([]string, error) {
 	}
 	var removed []string
 	for _, d := range dirs {
+		// Metadata a crash left half-built; under the lock none is in use.
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".repodata-") || strings.HasPrefix(d.Name(), ".dists-")) {
+			if err := os.RemoveAll(filepath.Join(r.Dir(), d.Name())); err != nil {
+				return removed, fmt.Errorf("sweep %s: %w", r.Path, err)
+			}
+			continue
+		}
 		if !d.IsDir() || strings.HasPrefix(d.Name(), ".") || d.Name() == "repodata" || d.Name() == "dists" {
 			continue
 		}
