@@ -56,7 +56,7 @@ func runImage(ctx context.Context, env *Env, args []string) int {
 	fs.Var(&profiles, "profile", "KIWI profile (repeatable)")
 	fs.BoolVar(&local, "local", false, "stream the whole build log to stdout, not only the progress")
 	fs.StringVar(&runnerRoot, "runner-root", env.Paths().RunnerRoot, "runner state directory; a --target-dir below it gets the runner's repository path (env CB_RUNNER_ROOT)")
-	fs.StringVar(&cacheDir, "cache-dir", "", "kiwi shared cache directory (default: per target below "+image.DefaultCacheRoot+")")
+	fs.StringVar(&cacheDir, "cache-dir", "", "kiwi shared cache directory (default: per target below $"+image.EnvCacheRoot+" or "+image.DefaultCacheRoot+")")
 	fs.StringVar(&repoServer, "repo-server", "", "ignored: the runner's job transfers the results")
 	fs.StringVar(&repoPath, "repo-path", "", "ignored: the repository path follows from --target-dir")
 	fs.StringVar(&sshUser, "ssh-user", "", "ignored")

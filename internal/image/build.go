@@ -37,6 +37,10 @@ var Kiwi = "kiwi-ng"
 // reuses its downloads.
 const DefaultCacheRoot = "/var/cache/kiwi/cloud-builder"
 
+// EnvCacheRoot names the environment variable that overrides
+// DefaultCacheRoot.
+const EnvCacheRoot = "CB_IMAGE_CACHE"
+
 // Options describe one image build.
 type Options struct {
 	// Description is the image description directory: the .kiwi file or
@@ -63,7 +67,7 @@ type Options struct {
 	// to Log as well).
 	Progress io.Writer
 	// CacheDir is kiwi's shared cache directory; empty means a directory
-	// of this target below DefaultCacheRoot.
+	// of this target below $CB_IMAGE_CACHE or DefaultCacheRoot.
 	CacheDir string
 	Logger   *slog.Logger
 
@@ -157,12 +161,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	return b.run(ctx)
 }
 
-// defaultCacheDir is the target's directory below DefaultCacheRoot; the
+// defaultCacheDir is the target's directory below the cache root; the
 // hash keeps targets of the same name in different projects or runner
 // roots apart.
 func defaultCacheDir(t target.Target) string {
+	root := os.Getenv(EnvCacheRoot)
+	if root == "" {
+		root = DefaultCacheRoot
+	}
 	sum := sha256.Sum256([]byte(t.Root + "\x00" + t.Project))
-	return filepath.Join(DefaultCacheRoot, t.ID()+"-"+hex.EncodeToString(sum[:6]))
+	return filepath.Join(root, t.ID()+"-"+hex.EncodeToString(sum[:6]))
 }
 
 type build struct {

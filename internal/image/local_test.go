@@ -84,6 +84,7 @@ images:
 // out and lands next to the description, and no image is reported.
 func TestBuildLocalFailure(t *testing.T) {
 	needKiwi(t)
+	t.Setenv(EnvCacheRoot, testCache(t))
 	host := HostArch()
 	dir := localDescription(t, "img", `schema_version: 0.1
 name: img
