@@ -381,3 +381,57 @@ func mustParseTime(t *testing.T, s string) time.Time {
 	}
 	return ts
 }
+
+// The PyYAML tests above need python3; these pin the same two rules in Go.
+
+func TestEncodeQuotesValueIndicator(t *testing.T) {
+	r := &Response{Identity: "CBRun:h:1:x", Message: "=", ResponseCode: PackageBuildFailed, SchemaVersion: SchemaVersion,
+		Package: &PackageResult{BinaryPackages: []string{"=", "a = b"}}}
+	enc, err := Encode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"message: '='\n", "- '='\n"} {
+		if !strings.Contains(string(enc), want) {
+			t.Errorf("encoding lacks %q:\n%s", want, enc)
+		}
+	}
+	back, err := DecodeResponse(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, r) {
+		t.Errorf("round trip: %#v", back)
+	}
+	// Everything else keeps the single-marshal output.
+	plain := *r
+	plain.Message, plain.Package = "a = b", nil
+	enc, err = Encode(&plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(enc), "message: a = b\n") {
+		t.Errorf("plain text changed:\n%s", enc)
+	}
+}
+
+func TestDecodeYAML11Strings(t *testing.T) {
+	base := "identity: x\nresponse_code: y\nschema_version: 0.2\n"
+	for _, text := range []string{"1e3", "0o17", "1.0e5", "+1e3", "0x1g", "1_0e2"} {
+		r, err := DecodeResponse([]byte(base + "message: " + text + "\n"))
+		if err != nil {
+			t.Errorf("message %s: %v", text, err)
+			continue
+		}
+		if r.Message != text {
+			t.Errorf("message %s decoded as %q", text, r.Message)
+		}
+	}
+	// Numbers in both YAML versions stay numbers: PyYAML reads them as
+	// int or float too.
+	for _, text := range []string{"12", "0x1F", "1.5", "1.0e+5", "017", "1_000", ".5"} {
+		if _, err := DecodeResponse([]byte(base + "message: " + text + "\n")); err == nil || !strings.Contains(err.Error(), "message: must be a string, got number") {
+			t.Errorf("message %s: got %v, want a type error", text, err)
+		}
+	}
+}
