@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -22,6 +21,14 @@ type Backend interface {
 	// Create installs the profile's bootstrap and image packages plus deps
 	// into dir, an existing empty directory, streaming tool output to log.
 	Create(ctx context.Context, p *Profile, deps []string, dir string, log io.Writer) error
+}
+
+// DownloadCacher is a Backend that can keep downloaded packages in a
+// directory that outlives a root, so a cold root does not download again
+// what an earlier one fetched. Prepare passes <CacheDir>/downloads/<name>.
+type DownloadCacher interface {
+	Backend
+	CreateCached(ctx context.Context, p *Profile, deps []string, dir, downloads string, log io.Writer) error
 }
 
 // Backend names.
@@ -114,15 +121,15 @@ func runCapture(ctx context.Context, stdout, stderr io.Writer, argv []string) er
 func command(ctx context.Context, o ExecOptions, stdout, stderr io.Writer, argv []string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = o.Dir
+	// A fixed environment: tools that chroot (kiwi, mmdebstrap hooks)
+	// pass it on into the buildroot, where host paths like $TMPDIR do
+	// not exist.
 	cmd.Env = append([]string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"LC_ALL=C.UTF-8",
 		"DEBIAN_FRONTEND=noninteractive",
 		"HOME=/root",
 	}, o.Env...)
-	if v, ok := os.LookupEnv("TMPDIR"); ok {
-		cmd.Env = append(cmd.Env, "TMPDIR="+v)
-	}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if o.PrivateMounts {

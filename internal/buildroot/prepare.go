@@ -43,6 +43,10 @@ type Options struct {
 	// Keep is how many cache entries to keep (DefaultKeep when 0); entries
 	// a target's layout still points at are kept in addition.
 	Keep int
+	// NoDownloadCache makes backends download every package again instead
+	// of reusing the packages earlier roots downloaded (for benchmarks of
+	// a truly cold start).
+	NoDownloadCache bool
 	// Log receives the progress the user reads (<target>.prepare.log).
 	Log    io.Writer
 	Logger *slog.Logger
@@ -145,6 +149,13 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 			step("buildroot cache miss (%s): creating the root with %s", reason, backend.Name())
 			created := time.Now()
 			gen, err = c.build(ctx, key, func(dir string) error {
+				if dc, ok := backend.(DownloadCacher); ok && !opts.NoDownloadCache {
+					downloads := filepath.Join(c.dir, "downloads", backend.Name())
+					if err := os.MkdirAll(downloads, 0o755); err != nil {
+						return err
+					}
+					return dc.CreateCached(ctx, prof, deps, dir, downloads, logw)
+				}
 				return backend.Create(ctx, prof, deps, dir, logw)
 			})
 			if err != nil {

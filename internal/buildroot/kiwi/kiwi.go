@@ -14,6 +14,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/cloud-builder/cb/internal/buildroot"
 )
@@ -23,7 +25,7 @@ func init() { buildroot.Register(Backend{}) }
 // Backend runs kiwi-ng.
 type Backend struct{}
 
-var _ buildroot.Backend = Backend{}
+var _ buildroot.DownloadCacher = Backend{}
 
 // Name implements buildroot.Backend.
 func (Backend) Name() string { return buildroot.BackendKiwi }
@@ -32,7 +34,19 @@ func (Backend) Name() string { return buildroot.BackendKiwi }
 // kiwi holds only the substituted build_root.kiwi: the .cb/root overlay is
 // applied per target by buildroot.Prepare, so a cached root stays shared
 // between packages with the same description.
-func (Backend) Create(ctx context.Context, p *buildroot.Profile, deps []string, dir string, log io.Writer) error {
+func (b Backend) Create(ctx context.Context, p *buildroot.Profile, deps []string, dir string, log io.Writer) error {
+	return b.CreateCached(ctx, p, deps, dir, "", log)
+}
+
+// CreateCached implements buildroot.DownloadCacher. kiwi bind-mounts its
+// --shared-cache-dir into the root at the same path, creating the missing
+// parents there; a directory below /tmp would turn the root's /tmp into a
+// 0755 directory where apt's sandbox user cannot write. So the shared cache
+// always lives below /var/cache/kiwi (kiwi's own default place), and
+// downloads only selects whether it persists: when set, one persistent
+// directory is used and runs are serialized on it (kiwi keeps its apt
+// keyring there); when empty, each run gets a private one.
+func (Backend) CreateCached(ctx context.Context, p *buildroot.Profile, deps []string, dir, downloads string, log io.Writer) error {
 	work, err := os.MkdirTemp("", "cb-kiwi-")
 	if err != nil {
 		return fmt.Errorf("kiwi backend: %w", err)
@@ -40,14 +54,27 @@ func (Backend) Create(ctx context.Context, p *buildroot.Profile, deps []string, 
 	defer os.RemoveAll(work)
 	desc := filepath.Join(work, "description")
 	gnupg := filepath.Join(work, "gnupg")
-	// A private shared-cache dir per run: kiwi keeps its apt keyring and
-	// package cache there, and two runs sharing /var/cache/kiwi would
-	// overwrite each other's keyring.
-	shared := filepath.Join(work, "cache")
-	for _, d := range []string{desc, gnupg, shared} {
+	for _, d := range []string{desc, gnupg, SharedCacheBase} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("kiwi backend: %w", err)
 		}
+	}
+	var shared string
+	if downloads != "" {
+		shared = filepath.Join(SharedCacheBase, "shared")
+		if err := os.MkdirAll(shared, 0o755); err != nil {
+			return fmt.Errorf("kiwi backend: %w", err)
+		}
+		unlock, err := lock(ctx, filepath.Join(SharedCacheBase, "shared.lock"))
+		if err != nil {
+			return fmt.Errorf("kiwi backend: %w", err)
+		}
+		defer unlock()
+	} else {
+		if shared, err = os.MkdirTemp(SharedCacheBase, "run-"); err != nil {
+			return fmt.Errorf("kiwi backend: %w", err)
+		}
+		defer os.RemoveAll(shared)
 	}
 	if err := os.WriteFile(filepath.Join(desc, "build_root.kiwi"), p.Source, 0o644); err != nil {
 		return fmt.Errorf("kiwi backend: %w", err)
@@ -66,6 +93,28 @@ func (Backend) Create(ctx context.Context, p *buildroot.Profile, deps []string, 
 	}
 	return nil
 }
+
+// lock takes an exclusive flock on path, polling so ctx can cancel the wait.
+func lock(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			return func() { f.Close() }, nil
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("wait for %s: %w", path, context.Cause(ctx))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// SharedCacheBase holds kiwi's shared cache directories.
+const SharedCacheBase = "/var/cache/kiwi/cloud-builder-buildroot"
 
 // Command is the kiwi-ng argument vector; every build dependency becomes
 // an --add-package.

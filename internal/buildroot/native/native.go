@@ -8,10 +8,16 @@ package native
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/cloud-builder/cb/internal/buildroot"
 )
@@ -21,23 +27,116 @@ func init() { buildroot.Register(Backend{}) }
 // Backend runs mmdebstrap.
 type Backend struct{}
 
-var _ buildroot.Backend = Backend{}
+var _ buildroot.DownloadCacher = Backend{}
 
 // Name implements buildroot.Backend.
 func (Backend) Name() string { return buildroot.BackendNative }
 
 // Create implements buildroot.Backend.
-func (Backend) Create(ctx context.Context, p *buildroot.Profile, deps []string, dir string, log io.Writer) error {
+func (b Backend) Create(ctx context.Context, p *buildroot.Profile, deps []string, dir string, log io.Writer) error {
+	return b.CreateCached(ctx, p, deps, dir, "", log)
+}
+
+// CreateCached implements buildroot.DownloadCacher: the .deb files of
+// downloads are hard-linked into the new root's apt archive before
+// mmdebstrap runs (apt then downloads only what is missing), and the ones
+// it fetched are linked back afterwards. Hard links cost no copying, and
+// apt checks every archive against the repository's hashes before use.
+func (Backend) CreateCached(ctx context.Context, p *buildroot.Profile, deps []string, dir, downloads string, log io.Writer) error {
 	argv, err := Command(p, deps, dir)
 	if err != nil {
 		return err
+	}
+	if downloads != "" {
+		n, err := linkDebs(downloads, filepath.Join(dir, archives))
+		if err != nil {
+			return fmt.Errorf("reuse downloaded packages: %w", err)
+		}
+		fmt.Fprintf(log, "reusing %d downloaded packages from %s\n", n, downloads)
+		// The root is not empty any more (it holds the archive), and the
+		// archive must survive until it is linked back.
+		argv = append(argv[:1], append([]string{"--skip=check/empty", "--skip=essential/unlink", "--skip=cleanup/apt/cache"}, argv[1:]...)...)
 	}
 	// Private mounts: mmdebstrap mounts /proc, /sys and /dev binds into
 	// the root; a killed run must not leave them behind.
 	if err := buildroot.Exec(ctx, log, buildroot.ExecOptions{PrivateMounts: true}, argv...); err != nil {
 		return fmt.Errorf("create buildroot with mmdebstrap: %w", err)
 	}
+	if downloads == "" {
+		return nil
+	}
+	n, err := linkDebs(filepath.Join(dir, archives), downloads)
+	if err != nil {
+		return fmt.Errorf("keep downloaded packages: %w", err)
+	}
+	fmt.Fprintf(log, "kept %d newly downloaded packages in %s\n", n, downloads)
+	if err := pruneDebs(downloads, maxUnused); err != nil {
+		fmt.Fprintf(log, "warning: prune %s: %v\n", downloads, err)
+	}
+	// A buildroot carries no package cache, as with mmdebstrap's default cleanup.
+	debs, _ := filepath.Glob(filepath.Join(dir, archives, "*.deb"))
+	for _, d := range debs {
+		if err := os.Remove(d); err != nil {
+			return fmt.Errorf("clean apt archive: %w", err)
+		}
+	}
 	return nil
+}
+
+const archives = "var/cache/apt/archives"
+
+// eatmydataHooks ships with mmdebstrap.
+const eatmydataHooks = "/usr/share/mmdebstrap/hooks/eatmydata"
+
+// maxUnused is how long a downloaded package stays without being used.
+const maxUnused = 14 * 24 * time.Hour
+
+// linkDebs hard-links every regular *.deb of src into dst that dst lacks
+// and returns how many it linked.
+func linkDebs(src, dst string) (int, error) {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return 0, err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".deb") {
+			continue
+		}
+		err := os.Link(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, fs.ErrExist):
+		default:
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// pruneDebs removes packages no root linked for maxAge. Linking a file
+// changes its inode's ctime, so ctime is the last use.
+func pruneDebs(dir string, maxAge time.Duration) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || !strings.HasSuffix(e.Name(), ".deb") {
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if ok && time.Since(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) > maxAge {
+			errs = append(errs, os.Remove(filepath.Join(dir, e.Name())))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Command is the mmdebstrap argument vector for the profile.
@@ -89,6 +188,20 @@ func Command(p *buildroot.Profile, deps []string, dir string) ([]string, error) 
 		// each unpacked file is not worth an fsync.
 		"--dpkgopt=force-unsafe-io",
 		"--aptopt=Acquire::Languages \"none\"",
+	}
+	// Builds do not read manuals, info pages or translations; leaving them
+	// out saves unpacking thousands of files (as Debian's slim images do).
+	// Copyright files stay.
+	for _, p := range []string{"man", "doc", "info", "locale"} {
+		argv = append(argv, "--dpkgopt=path-exclude=/usr/share/"+p+"/*")
+	}
+	argv = append(argv, "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+		// Without manuals man-db's index rebuild is pure overhead.
+		`--essential-hook=echo "man-db man-db/auto-update boolean false" | chroot "$1" debconf-set-selections`)
+	if fi, err := os.Stat(eatmydataHooks); err == nil && fi.IsDir() {
+		// eatmydata also turns off the fsyncs of apt and maintainer
+		// scripts; mmdebstrap installs it only for the run.
+		argv = append(argv, "--hook-dir="+eatmydataHooks)
 	}
 	if len(include) > 0 {
 		argv = append(argv, "--include="+strings.Join(include, ","))

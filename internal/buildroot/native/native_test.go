@@ -1,0 +1,48 @@
+package native
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cloud-builder/cb/internal/buildroot"
+)
+
+func TestCommand(t *testing.T) {
+	p := &buildroot.Profile{
+		Name: "bookworm.x86_64", Arch: "x86_64", PackageManager: "apt",
+		Repositories: []buildroot.Repository{
+			{Type: buildroot.RepoAptDeb, Path: "http://archive.example.org/debian", Distribution: "bookworm", Components: []string{"main", "contrib"}},
+			{Type: buildroot.RepoAptDeb, Path: "http://extra.example.org/repo", Components: []string{"main"}},
+		},
+		Bootstrap: []string{"ca-certificates"},
+		Packages:  []string{"build-essential", "debhelper"},
+	}
+	argv, err := Command(p, []string{"debhelper", "libfoo-dev"}, "/cache/tmp-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"--mode=root", "--architectures=amd64", "--components=main,contrib",
+		"--include=ca-certificates,build-essential,debhelper,libfoo-dev",
+	} {
+		if !slices.Contains(argv, want) {
+			t.Errorf("argv lacks %q: %q", want, argv)
+		}
+	}
+	tail := argv[len(argv)-4:]
+	want := []string{"bookworm", "/cache/tmp-1", "deb http://archive.example.org/debian bookworm main contrib", "deb http://extra.example.org/repo ./ main"}
+	if !slices.Equal(tail, want) {
+		t.Errorf("positional arguments = %q, want %q", tail, want)
+	}
+
+	for name, bad := range map[string]*buildroot.Profile{
+		"zypper":    {PackageManager: "zypper", Repositories: p.Repositories},
+		"rpm-md":    {PackageManager: "apt", Repositories: []buildroot.Repository{{Type: buildroot.RepoRpmMd, Path: "http://x.example.org/"}}},
+		"flat only": {PackageManager: "apt", Repositories: []buildroot.Repository{{Type: buildroot.RepoAptDeb, Path: "http://x.example.org/"}}},
+	} {
+		if _, err := Command(bad, nil, "/x"); err == nil || !strings.Contains(err.Error(), "native backend") {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}

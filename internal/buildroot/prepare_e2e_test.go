@@ -1,0 +1,240 @@
+package buildroot_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloud-builder/cb/internal/buildroot"
+	_ "github.com/cloud-builder/cb/internal/buildroot/kiwi"
+	_ "github.com/cloud-builder/cb/internal/buildroot/native"
+	"github.com/cloud-builder/cb/internal/target"
+)
+
+const debianExample = "../../examples/projects/Debian/cb-hello"
+
+// requireRootTools skips off-root or without the tools on a developer box,
+// but never under CI, where a skipped end-to-end test would hide a gap.
+func requireRootTools(t testing.TB, tools ...string) {
+	t.Helper()
+	ci := os.Getenv("CI") == "true"
+	if os.Geteuid() != 0 {
+		if ci {
+			t.Fatal("end-to-end buildroot tests need root under CI")
+		}
+		t.Skip("needs root")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if ci {
+				t.Fatalf("%s missing under CI", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+// syncBuffer is a log sink shared by slog and the prepare log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newTarget(t testing.TB, root, project string) target.Target {
+	t.Helper()
+	tg, err := target.New(root, project, "bookworm", "x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(tg.Dir()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+func assertNoMountsBelow(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) > 4 && strings.HasPrefix(fields[4], dir) {
+			t.Errorf("mount left behind: %s", fields[4])
+		}
+	}
+}
+
+// checkRoot asserts what a prepared Debian example buildroot must hold and
+// that its layout mounts as an overlay in a private namespace.
+func checkRoot(t *testing.T, ctx context.Context, l *buildroot.Layout, tg target.Target, wantPkgs ...string) {
+	t.Helper()
+	solved, err := buildroot.ReadSolved(tg.SolverFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range wantPkgs {
+		if solved.Packages[p].Version == "" {
+			t.Errorf("solver file lacks %s with a version", p)
+		}
+	}
+	if solved.CacheKey != l.CacheKey || solved.Profile != "bookworm.x86_64" {
+		t.Errorf("solver file header = %+v", solved)
+	}
+	if fi, err := os.Stat(filepath.Join(l.Upper, tg.Name(), "debian", "control")); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("package sources not staged: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(l.Upper, tg.Name(), ".git")); err == nil {
+		t.Error(".git staged")
+	}
+	if ents, err := os.ReadDir(l.Merged); err != nil || len(ents) != 0 {
+		t.Errorf("merged mount point not an empty directory: %v %v", ents, err)
+	}
+	loaded, err := buildroot.LoadLayout(tg)
+	if err != nil || *loaded != *l {
+		t.Errorf("LoadLayout = %+v, %v; want %+v", loaded, err, l)
+	}
+	var out bytes.Buffer
+	err = buildroot.Exec(ctx, &out, buildroot.ExecOptions{PrivateMounts: true}, "sh", "-ec",
+		`mount -t overlay overlay -o "$1" "$2"; test -x "$2/usr/bin/gcc"; test -x "$2/usr/bin/dh"; test -f "$2$3/debian/rules"`,
+		"sh", l.OverlayOptions(), l.Merged, l.PackageDir)
+	if err != nil {
+		t.Errorf("overlay of the layout is not a usable buildroot: %v\n%s", err, out.String())
+	}
+	assertNoMountsBelow(t, tg.Root)
+}
+
+func TestPrepareNativeCache(t *testing.T) {
+	requireRootTools(t, "mmdebstrap", "dpkg-query")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	root := t.TempDir()
+	tg := newTarget(t, root, "projects/Debian/cb-hello")
+	var slogBuf, prepLog syncBuffer
+	opts := buildroot.Options{
+		CacheDir: filepath.Join(root, ".cache", "buildroot"),
+		Backend:  buildroot.BackendAuto,
+		Log:      &prepLog,
+		Logger:   slog.New(slog.NewTextHandler(&slogBuf, nil)),
+	}
+
+	start := time.Now()
+	cold, err := buildroot.Prepare(ctx, opts, debianExample, tg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, prepLog.String())
+	}
+	t.Logf("cold prepare (native): %v", time.Since(start).Round(time.Millisecond))
+	if cold.CacheHit || cold.Backend != buildroot.BackendNative {
+		t.Fatalf("cold prepare: hit=%v backend=%s", cold.CacheHit, cold.Backend)
+	}
+	if !strings.Contains(slogBuf.String(), "buildroot cache miss") || !strings.Contains(prepLog.String(), "buildroot cache miss") {
+		t.Errorf("cache miss not logged:\n%s", slogBuf.String())
+	}
+	checkRoot(t, ctx, cold, tg, "build-essential", "dpkg", "debhelper", "gcc")
+
+	// Leftovers of the build step in the target must not survive a prepare.
+	if err := os.WriteFile(filepath.Join(cold.Upper, "leftover"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	slogBuf = syncBuffer{}
+	start = time.Now()
+	warm, err := buildroot.Prepare(ctx, opts, debianExample, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("warm prepare: %v", time.Since(start).Round(time.Millisecond))
+	if !warm.CacheHit || warm.Lower != cold.Lower || warm.CacheKey != cold.CacheKey {
+		t.Fatalf("second prepare: hit=%v lower=%s (cold %s)", warm.CacheHit, warm.Lower, cold.Lower)
+	}
+	if !strings.Contains(slogBuf.String(), "buildroot cache hit") {
+		t.Errorf("cache hit not logged:\n%s", slogBuf.String())
+	}
+	if _, err := os.Stat(filepath.Join(warm.Upper, "leftover")); err == nil {
+		t.Error("upper dir not reset")
+	}
+	checkRoot(t, ctx, warm, tg, "build-essential", "dpkg")
+
+	// A second target of the same description shares the cached root.
+	other := newTarget(t, root, "projects/Other/cb-hello")
+	shared, err := buildroot.Prepare(ctx, opts, debianExample, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !shared.CacheHit || shared.Lower != cold.Lower {
+		t.Fatalf("other target: hit=%v lower=%s", shared.CacheHit, shared.Lower)
+	}
+
+	slogBuf = syncBuffer{}
+	opts.Fresh = true
+	fresh, err := buildroot.Prepare(ctx, opts, debianExample, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.CacheHit || fresh.Lower == cold.Lower || fresh.CacheKey != cold.CacheKey {
+		t.Fatalf("fresh prepare: hit=%v lower=%s", fresh.CacheHit, fresh.Lower)
+	}
+	if !strings.Contains(slogBuf.String(), "buildroot cache miss") {
+		t.Errorf("fresh prepare did not log a miss:\n%s", slogBuf.String())
+	}
+	// The old generation is still the other target's lower dir: kept.
+	if _, err := os.Stat(cold.Lower); err != nil {
+		t.Errorf("generation in use by another target was removed: %v", err)
+	}
+	// Once no layout points at it any more, it goes.
+	opts.Fresh = false
+	if _, err := buildroot.Prepare(ctx, opts, debianExample, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cold.Lower); err == nil {
+		t.Error("unreferenced old generation kept")
+	}
+	checkRoot(t, ctx, fresh, tg, "build-essential", "dpkg")
+}
+
+func TestPrepareKiwi(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kiwi-ng needs minutes")
+	}
+	requireRootTools(t, "kiwi-ng", "debootstrap", "dpkg-query")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	root := t.TempDir()
+	tg := newTarget(t, root, "projects/Debian/cb-hello")
+	var prepLog syncBuffer
+	opts := buildroot.Options{Backend: buildroot.BackendKiwi, Log: &prepLog}
+	start := time.Now()
+	l, err := buildroot.Prepare(ctx, opts, debianExample, tg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, prepLog.String())
+	}
+	t.Logf("cold prepare (kiwi): %v", time.Since(start).Round(time.Millisecond))
+	if l.CacheHit || l.Backend != buildroot.BackendKiwi || filepath.Dir(filepath.Dir(l.Lower)) != filepath.Join(root, ".cache", "buildroot") {
+		t.Fatalf("layout = %+v", l)
+	}
+	if !strings.Contains(prepLog.String(), "kiwi-ng --profile bookworm.x86_64") {
+		t.Error("prepare log does not show the kiwi-ng command")
+	}
+	checkRoot(t, ctx, l, tg, "build-essential", "dpkg", "debhelper")
+}
