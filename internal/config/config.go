@@ -15,6 +15,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -232,10 +234,58 @@ func decodeStrict(r io.Reader, v any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("invalid config: %w", err)
+	// Unknown keys are found on the node tree first, so the error names
+	// the key's path (broker.hots) rather than a Go type.
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return fmt.Errorf("invalid config: %s", oneLine(err.Error()))
+	}
+	if len(root.Content) == 0 {
+		return nil
+	}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(v).Elem(), ""); err != nil {
+		return err
+	}
+	if err := root.Content[0].Decode(v); err != nil {
+		return fmt.Errorf("invalid config: %s", oneLine(err.Error()))
 	}
 	return nil
+}
+
+// checkKeys reports the first mapping key of n that the struct type t has
+// no yaml field for, by its dotted path.
+func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name != "" && name != "-" {
+			fields[name] = f.Type
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key := n.Content[i].Value
+		path := key
+		if prefix != "" {
+			path = prefix + "." + key
+		}
+		ft, ok := fields[key]
+		if !ok {
+			return fmt.Errorf("unknown key %s (line %d)", path, n.Content[i].Line)
+		}
+		if err := checkKeys(n.Content[i+1], ft, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
 }
