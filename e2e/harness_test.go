@@ -23,6 +23,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/sandbox"
 )
 
 // bin is the directory of the cb binary and its cb-* links, built once.
@@ -32,6 +33,9 @@ var bin string
 var repoRoot string
 
 func TestMain(m *testing.M) {
+	// The apt check runs in the build sandbox, which re-executes this
+	// test binary.
+	sandbox.Init()
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Dir(filepath.Dir(file))
 	dir, err := os.MkdirTemp("", "cb-e2e-bin-")

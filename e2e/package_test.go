@@ -56,6 +56,17 @@ func TestPackageBuilds(t *testing.T) {
 		}
 	})
 
+	t.Run("apt installs it from the collector", func(t *testing.T) {
+		var out string
+		waitFor(t, 2*time.Minute, "cb-hello in the repository", func() bool {
+			return strings.Contains(repoIndex(t, filepath.Join(s.repoRoot, "projects/Debian/bookworm")), "Package: cb-hello\n")
+		})
+		out = s.aptInstall(t, "projects/Debian/cb-hello", "projects/Debian/bookworm", "cb-hello", "cb-hello")
+		if !strings.Contains(strings.ToLower(out), "hello") {
+			t.Fatalf("installed cb-hello printed %q", out)
+		}
+	})
+
 	t.Run("rpm", func(t *testing.T) {
 		final := s.resp.waitFinal(t, rpmID, buildTimeout)
 		if final.ResponseCode != message.PackageBuildSucceeded {
@@ -77,6 +88,25 @@ func TestPackageBuilds(t *testing.T) {
 		}
 		if bin == 0 || src == 0 {
 			t.Fatalf("want a binary and a source rpm, got %v", final.Package.BinaryPackages)
+		}
+		// The collector's rpm-md repository lists it and its signature
+		// verifies with the published key.
+		repodata := filepath.Join(s.repoRoot, "projects/RPM/bookworm/repodata")
+		waitFor(t, 2*time.Minute, "rpm repository metadata", func() bool {
+			b, err := os.ReadFile(filepath.Join(repodata, "repomd.xml"))
+			return err == nil && strings.Contains(string(b), "primary")
+		})
+		gnupg := t.TempDir()
+		key := filepath.Join(gnupg, "repo.key")
+		if err := os.WriteFile(key, httpGet(t, s.collectorURL+"/repo.key"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("gpg", "--homedir", gnupg, "--batch", "--import", key).CombinedOutput(); err != nil {
+			t.Fatalf("import key: %v\n%s", err, out)
+		}
+		if out, err := exec.Command("gpg", "--homedir", gnupg, "--batch", "--verify",
+			filepath.Join(repodata, "repomd.xml.asc"), filepath.Join(repodata, "repomd.xml")).CombinedOutput(); err != nil {
+			t.Fatalf("repomd.xml.asc does not verify: %v\n%s", err, out)
 		}
 	})
 	if t.Failed() {
