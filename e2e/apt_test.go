@@ -21,7 +21,12 @@ import (
 // from the target's cached buildroot, and runs command there.
 func (s *system) aptInstall(t *testing.T, project, repoPath, pkg string, command ...string) string {
 	t.Helper()
-	tg := target.Target{Root: s.runnerRoot, Project: project, Profile: "bookworm.x86_64"}
+	return aptInstall(t, s.runnerRoot, s.collectorURL, project, repoPath, pkg, command...)
+}
+
+func aptInstall(t *testing.T, runnerRoot, collectorURL, project, repoPath, pkg string, command ...string) string {
+	t.Helper()
+	tg := target.Target{Root: runnerRoot, Project: project, Profile: "bookworm.x86_64"}
 	layout, err := buildroot.LoadLayout(tg)
 	if err != nil {
 		t.Fatalf("no buildroot layout: %v", err)
@@ -33,11 +38,11 @@ func (s *system) aptInstall(t *testing.T, project, repoPath, pkg string, command
 			t.Fatal(err)
 		}
 	}
-	key := httpGet(t, s.collectorURL+"/repo.gpg")
+	key := httpGet(t, collectorURL+"/repo.gpg")
 	if err := os.WriteFile(filepath.Join(upper, "etc/apt/keyrings/cb.gpg"), key, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	line := "deb [signed-by=/etc/apt/keyrings/cb.gpg] " + s.collectorURL + "/" + repoPath + " bookworm main\n"
+	line := "deb [signed-by=/etc/apt/keyrings/cb.gpg] " + collectorURL + "/" + repoPath + " bookworm main\n"
 	if err := os.WriteFile(filepath.Join(upper, "etc/apt/sources.list.d/cb.list"), []byte(line), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -81,3 +86,5 @@ func httpGet(t *testing.T, url string) []byte {
 	}
 	return b
 }
+
+func httpClient() *http.Client { return &http.Client{Timeout: 10 * time.Second} }

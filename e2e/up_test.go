@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+type repoStatus struct {
+	Repositories []struct {
+		Path      string `json:"path"`
+		Packages  int    `json:"packages"`
+		LastError string `json:"last_error"`
+	} `json:"repositories"`
+}
+
+// TestUp starts `cb up` on a fresh state dir, waits until every shipped
+// example is built and published, installs the Debian example with apt
+// from the served repository, stops with SIGTERM, checks that nothing is
+// left running or mounted, and starts again: nothing is rebuilt.
+func TestUp(t *testing.T) {
+	needRoot(t, "mmdebstrap", "kiwi-ng", "createrepo_c", "gpg")
+	state := t.TempDir()
+	brokerAddr, repoAddr, artAddr, metricsAddr := freePort(t), freePort(t), freePort(t), freePort(t)
+	args := []string{"up", "--state-dir", state, "--examples", filepath.Join(repoRoot, "examples"),
+		"--broker-listen", brokerAddr, "--repo-listen", repoAddr, "--artifact-listen", artAddr,
+		"--metrics-listen", metricsAddr, "--update-interval", "5s"}
+	upProc := start(t, nil, "cb", args...)
+	repoURL := "http://" + repoAddr
+
+	want := []string{"projects/Debian/bookworm", "projects/RPM/bookworm", "projects/images/debian/standard"}
+	waitFor(t, 30*time.Minute, "every example published", func() bool {
+		var st repoStatus
+		resp, err := httpGetErr(repoURL + "/api/v1/status")
+		if err != nil || json.Unmarshal(resp, &st) != nil {
+			return false
+		}
+		have := map[string]int{}
+		for _, r := range st.Repositories {
+			have[r.Path] = r.Packages
+			if r.LastError != "" {
+				t.Logf("repository %s: %s", r.Path, r.LastError)
+			}
+		}
+		for _, w := range want {
+			if have[w] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	runnerRoot := filepath.Join(state, "runner")
+	out := aptInstall(t, runnerRoot, repoURL, "projects/Debian/cb-hello", "projects/Debian/bookworm", "cb-hello", "cb-hello")
+	if !strings.Contains(strings.ToLower(out), "hello") {
+		t.Fatalf("installed cb-hello printed %q", out)
+	}
+	for _, path := range []string{"/healthz", "/metrics"} {
+		body := string(httpGet(t, "http://"+metricsAddr+path))
+		if path == "/metrics" && !strings.Contains(body, "cb_builds_finished_total") {
+			t.Fatalf("/metrics lacks build counters:\n%s", tail(body, 2000))
+		}
+	}
+
+	journal := func() []string {
+		entries, _ := os.ReadDir(filepath.Join(runnerRoot, "journal"))
+		var ids []string
+		for _, e := range entries {
+			ids = append(ids, e.Name())
+		}
+		return ids
+	}
+	built := journal()
+	if len(built) < len(want) {
+		t.Fatalf("journal has %d entries, want at least %d", len(built), len(want))
+	}
+
+	upProc.stop(2 * time.Minute)
+	if code := upProc.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("cb up exited %d after SIGTERM", code)
+	}
+	if left := processesMentioning(state); len(left) > 0 {
+		t.Fatalf("processes left after stop: %v", left)
+	}
+	if m := mounts(t, state); len(m) > 0 {
+		t.Fatalf("mounts left after stop:\n%s", strings.Join(m, "\n"))
+	}
+
+	// Restart: the unchanged examples are not built again.
+	upProc = start(t, nil, "cb", args...)
+	waitFor(t, time.Minute, "the restarted service", func() bool {
+		_, err := httpGetErr(repoURL + "/api/v1/status")
+		return err == nil
+	})
+	time.Sleep(20 * time.Second) // several fetch intervals
+	if again := journal(); len(again) != len(built) {
+		t.Fatalf("restart rebuilt unchanged examples: journal %v, before %v", again, built)
+	}
+	upProc.stop(2 * time.Minute)
+}
+
+// processesMentioning lists the pids whose command line mentions s.
+func processesMentioning(s string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), s) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func httpGetErr(url string) ([]byte, error) {
+	resp, err := httpClient().Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return b, err
+}
