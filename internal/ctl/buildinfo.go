@@ -44,10 +44,10 @@ func (c *Client) Info(ctx context.Context, q Query) (*InfoResult, error) {
 	}
 	res := &InfoResult{}
 	seen := map[string]bool{}
-	var answered atomic.Bool
+	var complete atomic.Bool
 	stop := make(chan struct{})
 	defer close(stop)
-	go c.reask(ctx, cl, data, &answered, stop)
+	go c.reask(ctx, cl, data, &complete, stop)
 	err = c.pollUntil(ctx, cons, c.timeout(), func(rec broker.Record) (bool, bool) {
 		a, err := message.DecodeInfoResponse(rec.Value)
 		if err != nil || a.RequestID != req.RequestID {
@@ -59,10 +59,10 @@ func (c *Client) Info(ctx context.Context, q Query) (*InfoResult, error) {
 			return false, false
 		}
 		seen[key] = true
-		answered.Store(true)
 		res.Answers = append(res.Answers, a)
 		if c.RunnerCount > 0 && len(res.Answers) >= c.RunnerCount {
 			res.Complete = true
+			complete.Store(true)
 			return true, true
 		}
 		return true, false
@@ -74,14 +74,16 @@ func (c *Client) Info(ctx context.Context, q Query) (*InfoResult, error) {
 	return res, nil
 }
 
-// reask publishes the request again after 1s and 3s while no answer
-// arrived. A direct consumer resolves its start offset asynchronously; if
-// that happens after a runner's immediate answer was appended, the answer
-// is behind it. Runners answer a repeated request again, and answers are
-// counted once per runner, so asking twice is harmless.
-func (c *Client) reask(ctx context.Context, cl *broker.Client, data []byte, answered *atomic.Bool, stop <-chan struct{}) {
+// reask publishes the request again after 1s and 3s unless the answers
+// are complete. A direct consumer resolves its start offset in the
+// background, and so does a runner whose group just formed; an answer (or
+// request) appended while that happens can end up behind the resolved
+// offset. Once positioned, a repeated request is seen and answered; answers
+// are counted once per runner, so asking again is harmless.
+func (c *Client) reask(ctx context.Context, cl *broker.Client, data []byte, complete *atomic.Bool, stop <-chan struct{}) {
+	var waited time.Duration
 	for _, d := range []time.Duration{time.Second, 2 * time.Second} {
-		if d >= c.timeout() {
+		if waited += d; waited >= c.timeout() {
 			return
 		}
 		t := time.NewTimer(d)
@@ -94,7 +96,7 @@ func (c *Client) reask(ctx context.Context, cl *broker.Client, data []byte, answ
 			return
 		case <-t.C:
 		}
-		if answered.Load() {
+		if complete.Load() {
 			return
 		}
 		if err := cl.Publish(ctx, message.TopicInfoRequest, data); err != nil {

@@ -26,11 +26,11 @@ const testToken = "artifact-token"
 // cluster is an embedded broker plus runners that answer info requests
 // and serve artifacts from their own runner roots.
 type cluster struct {
-	t    *testing.T
+	t    testing.TB
 	opts broker.Options
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	e, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Partitions: 1, Topics: []string{"suse"}, Logger: quietLogger()})
 	if err != nil {
@@ -75,7 +75,7 @@ func (c *cluster) startRunner(name string, respondAlways bool, wrap func(http.Ha
 	return r
 }
 
-func (r *runner) target(t *testing.T, q ctl.Query) target.Target {
+func (r *runner) target(t testing.TB, q ctl.Query) target.Target {
 	t.Helper()
 	var tg target.Target
 	var err error
@@ -92,7 +92,7 @@ func (r *runner) target(t *testing.T, q ctl.Query) target.Target {
 
 // built writes the state of a finished build of q on r, finished at when,
 // with the given binaries (path below the binaries dir -> content).
-func (r *runner) built(t *testing.T, q ctl.Query, when time.Time, bins map[string]string) target.Target {
+func (r *runner) built(t testing.TB, q ctl.Query, when time.Time, bins map[string]string) target.Target {
 	t.Helper()
 	tg := r.target(t, q)
 	var paths []string
@@ -125,7 +125,7 @@ func (r *runner) running(t *testing.T, q ctl.Query) target.Target {
 	return tg
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

@@ -109,7 +109,6 @@ func queryOf(req *message.BuildRequest) *Query {
 func (c *Client) follow(ctx context.Context, cons *broker.Consumer, requestID string, q *Query) (*message.Response, error) {
 	start := time.Now()
 	var final *message.Response
-	accepted := false
 	for {
 		err := c.pollUntil(ctx, cons, c.timeout(), func(rec broker.Record) (bool, bool) {
 			resp, err := message.DecodeResponse(rec.Value)
@@ -117,9 +116,6 @@ func (c *Client) follow(ctx context.Context, cons *broker.Consumer, requestID st
 				return false, false
 			}
 			c.progress(time.Since(start), resp)
-			if resp.ResponseCode == message.PackageRequestAccepted || resp.ResponseCode == message.ImageRequestAccepted {
-				accepted = true
-			}
 			if message.IsFinal(resp.ResponseCode) {
 				final = resp
 				return true, true
@@ -134,8 +130,10 @@ func (c *Client) follow(ctx context.Context, cons *broker.Consumer, requestID st
 		}
 		// A compile can run far longer than the timeout without a
 		// response: silence only ends the wait when no runner reports
-		// the build as running.
-		if accepted && q != nil && c.stillRunning(ctx, *q) {
+		// the build as running. (Not only after "accepted": that early
+		// response may have been missed while the consumer was still
+		// being positioned.)
+		if q != nil && c.stillRunning(ctx, *q) {
 			fmt.Fprintf(c.Stderr, "%7s %-9s %s\n", elapsed(time.Since(start)), "running", "no news for "+c.timeout().String()+", a runner reports the build running; waiting on")
 			continue
 		}
