@@ -322,3 +322,32 @@ func TestRunning(t *testing.T) {
 		t.Fatal("exited process reported running")
 	}
 }
+
+// TestFollowLogNotYetThere: following a log the running build has not
+// started yet answers at once and streams the log once it appears.
+func TestFollowLogNotYetThere(t *testing.T) {
+	_, tg, srv := newRunner(t)
+	os.Remove(tg.ResultFile())
+	os.Remove(tg.BuildLog())
+	write(t, tg.PIDFile(), strconv.Itoa(os.Getpid()))
+	req, _ := http.NewRequest(http.MethodGet, artifact.TargetURL(srv.URL, tg)+"build.log?follow=1", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx)) // headers before the log exists
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	write(t, tg.BuildLog(), "late line\n")
+	time.Sleep(100 * time.Millisecond)
+	os.Remove(tg.PIDFile())
+	write(t, tg.ResultFile(), "x")
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != "late line\n" {
+		t.Fatalf("body %q, %v", body, err)
+	}
+}

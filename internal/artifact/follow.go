@@ -31,25 +31,47 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request, root *os.Root
 		return ended(root, t)
 	}
 
-	// Wait for the log to appear while the build is alive.
+	header := func() {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+	}
+	rc := http.NewResponseController(w)
+
 	f, _, err := openRegular(root, rel)
-	for errors.Is(err, fs.ErrNotExist) && !over() {
-		if !sleep(ctx, h.cfg.PollInterval) {
+	if errors.Is(err, fs.ErrNotExist) && !over() {
+		// The build runs but has not started this log yet: answer at
+		// once (a client must not time out waiting for headers), then
+		// wait for the log; if the phase ends without one, the stream
+		// ends empty.
+		header()
+		if rc.Flush() != nil {
 			return
 		}
-		f, _, err = openRegular(root, rel)
-	}
-	if err != nil {
+		for {
+			// Decide before opening: a log written and finished in
+			// between is still read.
+			done := over()
+			if f, _, err = openRegular(root, rel); !errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			if done || !sleep(ctx, h.cfg.PollInterval) {
+				return
+			}
+		}
+		if err != nil {
+			log.Warn("open followed log", "err", err)
+			return
+		}
+	} else if err != nil {
 		notFound(w, err, log)
 		return
+	} else {
+		header()
 	}
 	defer func() { f.Close() }()
 
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
 	buf := make([]byte, 32<<10)
 	var offset int64
 	for {
