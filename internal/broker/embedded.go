@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -89,7 +90,14 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if partitions <= 0 {
 		partitions = 1
 	}
-	topics := append(append([]string(nil), FixedTopics...), opts.Topics...)
+	// A topic named twice (a runner group that is also a fixed topic, or
+	// given by flag and config) would make the create request invalid.
+	var topics []string
+	for _, t := range append(append([]string(nil), FixedTopics...), opts.Topics...) {
+		if !slices.Contains(topics, t) {
+			topics = append(topics, t)
+		}
+	}
 	for _, t := range topics {
 		if err := ValidateTopic(t); err != nil {
 			return nil, fmt.Errorf("embedded broker: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cloud-builder/cb/internal/broker"
@@ -30,7 +31,9 @@ func (l *topicList) Set(v string) error {
 			if err := broker.ValidateTopic(t); err != nil {
 				return err
 			}
-			*l = append(*l, t)
+			if !slices.Contains(*l, t) {
+				*l = append(*l, t)
+			}
 		}
 	}
 	return nil
