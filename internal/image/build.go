@@ -149,7 +149,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		o:      o,
 		t:      t,
 		log:    o.Log,
-		logger: o.Logger.With("component", "image", "target", t.ID(), "project", t.Project),
+		logger: o.Logger.With("target", t.ID(), "project", t.Project),
 		work:   filepath.Join(t.Work(), "kiwi"),
 	}
 	b.desc = filepath.Join(b.work, "description")
@@ -282,7 +282,7 @@ func (b *build) setup() error {
 	if err := removeAll(b.work); err != nil {
 		return err
 	}
-	for _, d := range []string{b.work, filepath.Join(b.work, "home"), b.cache} {
+	for _, d := range []string{b.work, filepath.Join(b.work, "home"), filepath.Join(b.work, "tmp"), b.cache} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create build directory: %w", err)
 		}
@@ -302,10 +302,11 @@ func (b *build) setup() error {
 	return nil
 }
 
-// global are kiwi-ng and its options before the service name. Only the
-// system service knows --shared-cache-dir.
+// global are kiwi-ng and its options before the service name. kiwi's
+// temporary files go below the work directory, so a killed build's are
+// removed with it. Only the system service knows --shared-cache-dir.
 func (b *build) global(system bool) []string {
-	argv := []string{Kiwi}
+	argv := []string{Kiwi, "--temp-dir", filepath.Join(b.work, "tmp")}
 	if system {
 		argv = append(argv, "--shared-cache-dir", b.cache)
 	}
