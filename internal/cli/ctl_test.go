@@ -154,3 +154,50 @@ func TestCtlAndInfo(t *testing.T) {
 		t.Fatalf("request %+v (%v)", req, err)
 	}
 }
+
+// TestCtlWaitRejected: --wait against the real scheduler command follows
+// the request to its rejection and exits 1.
+func TestCtlWaitRejected(t *testing.T) {
+	e, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Partitions: 1, Topics: []string{"suse"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	brokerYML := "broker:\n  host: " + e.Addrs()[0] + "\nrunner:\n  group: suse\nthis_host: 127.0.0.1\n"
+	env, stdout, stderr, root := ctlTestEnv(t, brokerYML, "")
+	sources := filepath.Join(t.TempDir(), "sources")
+	if err := os.MkdirAll(filepath.Join(sources, "projects", "MS"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	schedEnv := *env
+	schedStderr := &lockedBuffer{}
+	schedEnv.Stdout, schedEnv.Stderr = &lockedBuffer{}, schedStderr
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, &schedEnv, []string{"cb-scheduler", "--runner-root=" + root, "--sources=" + sources, "--poll-timeout=500", "--log-level=error"})
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != ExitOK {
+			t.Errorf("cb-scheduler exit %d: %s", code, schedStderr)
+		}
+	}()
+
+	code := Run(context.Background(), env, []string{"cb-ctl", "--build-package=nothere", "--project-path=MS", "--arch=x86_64", "--dist=TW", "--wait", "--timeout=60"})
+	if code != ExitFailure {
+		t.Fatalf("exit %d, want %d\nstderr: %s", code, ExitFailure, stderr)
+	}
+	if !strings.Contains(stderr.String(), "rejected  project does not exist") {
+		t.Fatalf("no rejection progress line:\n%s", stderr)
+	}
+	dec := json.NewDecoder(strings.NewReader(stdout.String()))
+	var req, final map[string]any
+	if err := dec.Decode(&req); err != nil {
+		t.Fatal(err)
+	}
+	if err := dec.Decode(&final); err != nil || final["response_code"] != message.ProjectDoesNotExist || final["request_id"] != req["request_id"] {
+		t.Fatalf("final %v (%v)", final, err)
+	}
+}
