@@ -116,6 +116,13 @@ func (c *Client) follow(ctx context.Context, cons *broker.Consumer, requestID st
 				return false, false
 			}
 			c.progress(time.Since(start), resp)
+			if q == nil && resp.Target != nil {
+				// Following an earlier request: the accepted
+				// response names the target to probe on silence.
+				if nq, err := NewQuery(resp.Project, resp.Target.Arch, resp.Target.Dist, resp.Target.Selection); err == nil {
+					q = &nq
+				}
+			}
 			if message.IsFinal(resp.ResponseCode) {
 				final = resp
 				return true, true
