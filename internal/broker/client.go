@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -116,8 +117,11 @@ func New(opts Options) (*Client, error) {
 	kopts = append(kopts,
 		// Requests must spread over the partitions of a runner group so
 		// that every runner gets work; the original clients chose a random
-		// partition per keyless record, round robin is the even version.
-		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
+		// partition per keyless record. Round robin is the even version,
+		// started at a random partition: cb-ctl and cb-fetch are often
+		// short-lived and send one record each, which a round robin
+		// starting at 0 would put on partition 0 every time.
+		kgo.RecordPartitioner(randomStartRoundRobin{}),
 		// A synchronous Publish is one record: waiting for more only adds
 		// latency. Bulk producers batch anyway while earlier batches are
 		// in flight.
@@ -209,4 +213,28 @@ func mapClosed(err error) error {
 		return ErrClosed
 	}
 	return err
+}
+
+// randomStartRoundRobin is a round-robin partitioner whose first partition
+// per topic is random.
+type randomStartRoundRobin struct{}
+
+func (randomStartRoundRobin) ForTopic(string) kgo.TopicPartitioner {
+	return &randomStartTopic{on: -1}
+}
+
+type randomStartTopic struct{ on int }
+
+func (*randomStartTopic) RequiresConsistency(*kgo.Record) bool { return false }
+
+func (r *randomStartTopic) Partition(_ *kgo.Record, n int) int {
+	if r.on < 0 {
+		r.on = rand.IntN(n)
+	}
+	if r.on >= n {
+		r.on = 0
+	}
+	p := r.on
+	r.on++
+	return p
 }
