@@ -114,10 +114,15 @@ func TestPackageBuilds(t *testing.T) {
 	}
 
 	t.Run("warm rebuild hits the buildroot cache", func(t *testing.T) {
-		id := s.requestPackage("Debian", "cb-hello")
+		id, code, progress := s.buildAndWait("Debian", "cb-hello")
 		final := s.resp.waitFinal(t, id, buildTimeout)
-		if final.ResponseCode != message.PackageBuildSucceeded {
-			t.Fatalf("rebuild: %s", joinCodes(codes(s.resp.of(id))))
+		if final.ResponseCode != message.PackageBuildSucceeded || code != 0 {
+			t.Fatalf("rebuild: cb-ctl --wait exit %d, %s\n%s", code, joinCodes(codes(s.resp.of(id))), progress)
+		}
+		for _, stage := range []string{"accepted", "buildroot", "build"} {
+			if !strings.Contains(progress, stage) {
+				t.Errorf("--wait progress lacks the %s stage:\n%s", stage, progress)
+			}
 		}
 		e, err := journal.Load(filepath.Join(s.runnerRoot, "journal", id+".yml"))
 		if err != nil {
@@ -132,10 +137,13 @@ func TestPackageBuilds(t *testing.T) {
 	})
 
 	t.Run("compile error", func(t *testing.T) {
-		id := s.requestPackage("Debian", "cb-broken")
+		id, code, progress := s.buildAndWait("Debian", "cb-broken")
 		final := s.resp.waitFinal(t, id, buildTimeout)
 		if final.ResponseCode != message.PackageBuildFailed {
 			t.Fatalf("responses %s, want %q", joinCodes(codes(s.resp.of(id))), message.PackageBuildFailed)
+		}
+		if code != 1 {
+			t.Fatalf("cb-ctl --wait exited %d for a failing build, want 1\n%s", code, progress)
 		}
 		log := s.buildLog("projects/Debian/cb-broken")
 		if !strings.Contains(log, "error:") || !strings.Contains(log, "broken.c") {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -125,6 +126,28 @@ func (s *system) requestPackage(projectPath, name string) string {
 		s.t.Fatalf("request project = %q, want %q", req.Project, want)
 	}
 	return req.RequestID
+}
+
+// buildAndWait sends a build request with cb-ctl --wait and returns the
+// request id, cb-ctl's exit status and its progress output.
+func (s *system) buildAndWait(projectPath, name string) (id string, code int, progress string) {
+	s.t.Helper()
+	out, errOut, err := run(s.t, s.env, "cb-ctl", "--build-package", name, "--project-path", projectPath,
+		"--arch", "x86_64", "--dist", "bookworm", "--runner-group", "debian", "--wait", "--timeout", "600")
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		s.t.Fatalf("cb-ctl --wait: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	var first struct {
+		RequestID string `json:"request_id"`
+	}
+	if err := dec.Decode(&first); err != nil || first.RequestID == "" {
+		s.t.Fatalf("cb-ctl --wait printed no request (exit %d): %v\n%s%s", code, err, out, errOut)
+	}
+	return first.RequestID, code, errOut
 }
 
 // target returns the runner-state path prefix of a package target.
