@@ -140,17 +140,37 @@ func TestPrepareNativeCache(t *testing.T) {
 		Logger:   slog.New(slog.NewTextHandler(&slogBuf, nil)),
 	}
 
+	// Two targets with the same description prepared at once: the per-key
+	// lock makes one build the root and the other reuse it.
+	other := newTarget(t, root, "projects/Other/cb-hello")
 	start := time.Now()
-	cold, err := buildroot.Prepare(ctx, opts, debianExample, tg)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, prepLog.String())
+	var wg sync.WaitGroup
+	layouts := make([]*buildroot.Layout, 2)
+	errs := make([]error, 2)
+	for i, tgt := range []target.Target{tg, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			layouts[i], errs[i] = buildroot.Prepare(ctx, opts, debianExample, tgt)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("%v\n%s", err, prepLog.String())
+		}
 	}
 	t.Logf("cold prepare (native): %v", time.Since(start).Round(time.Millisecond))
-	if cold.CacheHit || cold.Backend != buildroot.BackendNative {
-		t.Fatalf("cold prepare: hit=%v backend=%s", cold.CacheHit, cold.Backend)
+	cold, shared := layouts[0], layouts[1]
+	if cold.CacheHit == shared.CacheHit || cold.Lower != shared.Lower || cold.Backend != buildroot.BackendNative {
+		t.Fatalf("concurrent cold prepares: hit %v/%v, lower %s/%s, backend %s",
+			cold.CacheHit, shared.CacheHit, cold.Lower, shared.Lower, cold.Backend)
 	}
-	if !strings.Contains(slogBuf.String(), "buildroot cache miss") || !strings.Contains(prepLog.String(), "buildroot cache miss") {
-		t.Errorf("cache miss not logged:\n%s", slogBuf.String())
+	if n := strings.Count(slogBuf.String(), "buildroot cache miss"); n != 1 {
+		t.Errorf("%d cache misses logged, want 1:\n%s", n, slogBuf.String())
+	}
+	if !strings.Contains(prepLog.String(), "buildroot cache miss") {
+		t.Error("prepare log does not show the cache decision")
 	}
 	checkRoot(t, ctx, cold, tg, "build-essential", "dpkg", "debhelper", "gcc")
 
@@ -175,16 +195,6 @@ func TestPrepareNativeCache(t *testing.T) {
 		t.Error("upper dir not reset")
 	}
 	checkRoot(t, ctx, warm, tg, "build-essential", "dpkg")
-
-	// A second target of the same description shares the cached root.
-	other := newTarget(t, root, "projects/Other/cb-hello")
-	shared, err := buildroot.Prepare(ctx, opts, debianExample, other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !shared.CacheHit || shared.Lower != cold.Lower {
-		t.Fatalf("other target: hit=%v lower=%s", shared.CacheHit, shared.Lower)
-	}
 
 	slogBuf = syncBuffer{}
 	opts.Fresh = true
