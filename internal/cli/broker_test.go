@@ -92,7 +92,15 @@ func TestBrokerCommandServesUntilCanceled(t *testing.T) {
 			t.Errorf("topic %s has %d partitions, want 2", want, n)
 		}
 	}
-	if !strings.Contains(stderr.String(), "embedded broker listening") || !strings.Contains(stderr.String(), addr) {
+	// The topics are visible to clients a moment before the command logs
+	// where it listens.
+	logged := func() bool {
+		return strings.Contains(stderr.String(), "embedded broker listening") && strings.Contains(stderr.String(), addr)
+	}
+	for end := time.Now().Add(10 * time.Second); !logged() && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !logged() {
 		t.Errorf("log does not say where the broker listens:\n%s", stderr.String())
 	}
 
