@@ -248,3 +248,40 @@ func TestPrepareKiwi(t *testing.T) {
 	}
 	checkRoot(t, ctx, l, tg, "build-essential", "dpkg", "debhelper")
 }
+
+func TestPrepareNativeRPMExample(t *testing.T) {
+	requireRootTools(t, "mmdebstrap", "dpkg-query")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	root := t.TempDir()
+	tg := newTarget(t, root, "projects/RPM/cb-hello-rpm")
+	var prepLog syncBuffer
+	l, err := buildroot.Prepare(ctx, buildroot.Options{Log: &prepLog}, "../../examples/projects/RPM/cb-hello-rpm", tg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, prepLog.String())
+	}
+	if l.SourceKind != buildroot.KindSpec || l.Backend != buildroot.BackendNative {
+		t.Fatalf("layout = %+v", l)
+	}
+	solved, err := buildroot.ReadSolved(tg.SolverFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"rpm", "gcc", "make"} {
+		if solved.Packages[p].Version == "" {
+			t.Errorf("solver file lacks %s", p)
+		}
+	}
+	for _, f := range []string{"cb-hello-rpm.spec", "cb-hello-rpm-1.0.0.tar.gz"} {
+		if _, err := os.Stat(filepath.Join(l.Upper, tg.Name(), f)); err != nil {
+			t.Errorf("source not staged: %v", err)
+		}
+	}
+	var out bytes.Buffer
+	err = buildroot.Exec(ctx, &out, buildroot.ExecOptions{PrivateMounts: true}, "sh", "-ec",
+		`mount -t overlay overlay -o "$1" "$2"; test -x "$2/usr/bin/rpmbuild"`, "sh", l.OverlayOptions(), l.Merged)
+	if err != nil {
+		t.Errorf("rpmbuild missing in the overlay: %v\n%s", err, out.String())
+	}
+	assertNoMountsBelow(t, root)
+}
