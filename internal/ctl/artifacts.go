@@ -289,6 +289,11 @@ func (c *Client) download(ctx context.Context, base string, f artifact.File, dir
 	// One byte more than announced reveals an overlong transfer.
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, f.Size+1))
 	if err == nil {
+		// CreateTemp makes the file private; a downloaded package is
+		// as readable as any file the user writes.
+		err = tmp.Chmod(0o644)
+	}
+	if err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
