@@ -51,6 +51,9 @@ func TestCopyTreeRefuses(t *testing.T) {
 		{"fifo", func(t *testing.T, src string) { must(t, syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644)) }},
 		{"device", func(t *testing.T, src string) {
 			if os.Geteuid() != 0 {
+				if os.Getenv("CI") == "true" {
+					t.Fatal("device test needs root under CI")
+				}
 				t.Skip("mknod of a device needs root")
 			}
 			must(t, syscall.Mknod(filepath.Join(src, "null"), syscall.S_IFCHR|0o666, 1<<8|3))

@@ -74,8 +74,20 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 		step("FAILED: %v", err)
 		return nil, fmt.Errorf("prepare buildroot %s: %w", t.ID(), err)
 	}
+	// Layout paths end up in a mount's data string, read by another process
+	// in another working directory: make them absolute.
+	if !filepath.IsAbs(t.Root) {
+		abs, err := filepath.Abs(t.Root)
+		if err != nil {
+			return fail(err)
+		}
+		t.Root = abs
+	}
 	if opts.CacheDir == "" {
 		opts.CacheDir = filepath.Join(t.Root, ".cache", "buildroot")
+	}
+	if abs, err := filepath.Abs(opts.CacheDir); err == nil {
+		opts.CacheDir = abs
 	}
 	if opts.Keep <= 0 {
 		opts.Keep = DefaultKeep
