@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/mountinfo"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -268,7 +269,7 @@ func assertClean(t *testing.T, root string, tgt target.Target) {
 	if _, err := os.Stat(tgt.Work()); !os.IsNotExist(err) {
 		t.Errorf("work directory %s left: %v", tgt.Work(), err)
 	}
-	mps, err := mountsBelow(root)
+	mps, err := mountinfo.Below(root)
 	if err != nil {
 		t.Fatal(err)
 	}
