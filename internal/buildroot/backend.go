@@ -6,6 +6,7 @@ import (
 	"io"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -110,7 +111,14 @@ func Exec(ctx context.Context, log io.Writer, o ExecOptions, argv ...string) err
 	if len(argv) == 0 {
 		return fmt.Errorf("exec: empty command")
 	}
-	fmt.Fprintf(log, "$ %s\n", strings.Join(argv, " "))
+	shown := make([]string, len(argv))
+	for i, a := range argv {
+		shown[i] = a
+		if strings.ContainsAny(a, " \t\"'$|") {
+			shown[i] = strconv.Quote(a)
+		}
+	}
+	fmt.Fprintf(log, "$ %s\n", strings.Join(shown, " "))
 	return run(ctx, command(ctx, o, log, log, argv), argv[0])
 }
 
