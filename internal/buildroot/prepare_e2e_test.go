@@ -285,3 +285,49 @@ func TestPrepareNativeRPMExample(t *testing.T) {
 	}
 	assertNoMountsBelow(t, root)
 }
+
+// A prepare cancelled mid-install leaves no partial root, no mount and no
+// process behind.
+func TestPrepareCancelled(t *testing.T) {
+	requireRootTools(t, "mmdebstrap")
+	root := t.TempDir()
+	tg := newTarget(t, root, "projects/Debian/cb-hello")
+	var prepLog syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := buildroot.Prepare(ctx, buildroot.Options{Backend: buildroot.BackendNative, Log: &prepLog}, debianExample, tg)
+		done <- err
+	}()
+	// Cancel once mmdebstrap is busy installing.
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(prepLog.String(), "I: extracting archives") {
+		if time.Now().After(deadline) {
+			t.Fatalf("mmdebstrap did not get going:\n%s", prepLog.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("cancelled prepare succeeded")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("cancelled prepare did not return")
+	}
+	cacheDir := filepath.Join(root, ".cache", "buildroot")
+	leftovers, _ := filepath.Glob(filepath.Join(cacheDir, "*", "tmp-*"))
+	current, _ := filepath.Glob(filepath.Join(cacheDir, "*", "current"))
+	if len(leftovers)+len(current) != 0 {
+		t.Errorf("partial root left behind: %v %v", leftovers, current)
+	}
+	assertNoMountsBelow(t, root)
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if data, err := os.ReadFile(p); err == nil && bytes.Contains(data, []byte(root)) {
+			t.Errorf("process left behind: %s", bytes.ReplaceAll(data, []byte{0}, []byte{' '}))
+		}
+	}
+}
