@@ -233,7 +233,8 @@ func TestPrepareKiwi(t *testing.T) {
 	root := t.TempDir()
 	tg := newTarget(t, root, "projects/Debian/cb-hello")
 	var prepLog syncBuffer
-	opts := buildroot.Options{Backend: buildroot.BackendKiwi, Log: &prepLog}
+	// No persistent download cache: the test leaves nothing outside its temp dir.
+	opts := buildroot.Options{Backend: buildroot.BackendKiwi, NoDownloadCache: true, Log: &prepLog}
 	start := time.Now()
 	l, err := buildroot.Prepare(ctx, opts, debianExample, tg)
 	if err != nil {
