@@ -14,4 +14,17 @@ pattern=${1:-'ColdPrepare|WarmPrepare'}
 count=${2:-1}
 export PATH="$PATH:/usr/local/go/bin"
 go test -run '^$' -bench "$pattern" -benchtime=1x -count="$count" -timeout 120m ./internal/buildroot |
-	awk '/^Benchmark/ { printf "%-48s %8.1f s\n", $1, $3 / 1e9; next } { print }'
+	awk '/^Benchmark/ {
+		name = $1; sub(/-[0-9]+$/, "", name); t = $3 / 1e9
+		printf "%-48s %9.2f s\n", name, t
+		sum[name] += t; n[name]++
+		next
+	}
+	{ print }
+	END {
+		for (kind in sum) if (kind ~ /\/kiwi$/) {
+			native = kind; sub(/kiwi$/, "native", native)
+			if (n[native] > 0)
+				printf "%-48s %9.2fx\n", "speed-up native over kiwi (" kind ")", (sum[kind] / n[kind]) / (sum[native] / n[native])
+		}
+	}'
