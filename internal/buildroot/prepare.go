@@ -189,7 +189,7 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 			CacheKey:       key,
 			CacheHit:       hit,
 		}
-		if err := stageTarget(ctx, l, pkgDir, t, step); err != nil {
+		if err := stageTarget(ctx, l, pkgDir, t, step, c.dir); err != nil {
 			return nil, err
 		}
 		pkgs, err := c.packages(key, gen)
@@ -243,7 +243,7 @@ func cacheKey(ctx context.Context, backend string, desc []byte, p *Profile, deps
 }
 
 // stageTarget resets the target's directories and fills the upper dir.
-func stageTarget(ctx context.Context, l *Layout, pkgDir string, t target.Target, step func(string, ...any)) error {
+func stageTarget(ctx context.Context, l *Layout, pkgDir string, t target.Target, step func(string, ...any), cacheDir string) error {
 	for _, d := range []string{t.Work(), t.Dir()} {
 		if err := removeAll(d); err != nil {
 			return err
@@ -258,7 +258,19 @@ func stageTarget(ctx context.Context, l *Layout, pkgDir string, t target.Target,
 		return err
 	}
 	dst := filepath.Join(l.Upper, t.Name())
-	if err := CopyTree(pkgDir, dst, ".git"); err != nil {
+	// A runner root or cache kept inside the package directory (a local
+	// build run with --root=.) must not be copied into itself.
+	skip := []string{".git"}
+	absPkg, err := filepath.Abs(pkgDir)
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{t.Root, cacheDir, t.Work(), t.Dir()} {
+		if rel, err := filepath.Rel(absPkg, d); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			skip = append(skip, filepath.ToSlash(rel))
+		}
+	}
+	if err := CopyTree(pkgDir, dst, skip...); err != nil {
 		return err
 	}
 	step("copied the package sources to %s", l.PackageDir)

@@ -132,6 +132,17 @@ func TestPrepareCacheAndStaging(t *testing.T) {
 		t.Fatal("new build dependency hit the cache")
 	}
 
+	// A runner root inside the package directory is not copied into itself.
+	nested, err := target.New(filepath.Join(pkg, "state"), "projects/Debian/hello", "bookworm", "x86_64")
+	must(t, err)
+	opts.Log = io.Discard
+	nl, err := Prepare(context.Background(), opts, pkg, nested)
+	must(t, err)
+	if _, err := os.Stat(filepath.Join(nl.Upper, "hello", "state")); err == nil {
+		t.Error("runner root inside the package directory was staged")
+	}
+	must(t, os.RemoveAll(filepath.Join(pkg, "state")))
+
 	// An untrusted tree that escapes is refused and says so in the log.
 	must(t, os.Symlink("/etc", filepath.Join(pkg, ".cb", "root", "hostetc")))
 	var plog bytes.Buffer
