@@ -62,6 +62,9 @@ type xmlImage struct {
 	Preferences   []xmlPreferences `xml:"preferences"`
 	Repositories  []xmlRepository  `xml:"repository"`
 	Packages      []xmlPackages    `xml:"packages"`
+	Includes      []struct {
+		From string `xml:"from,attr"`
+	} `xml:"include"`
 }
 
 type xmlProfile struct {
@@ -125,6 +128,11 @@ func ParseDescription(data []byte) (*Description, error) {
 	}
 	if !strings.HasPrefix(doc.SchemaVersion, "7.") {
 		return nil, fmt.Errorf("parse buildroot description: schemaversion %q is not 7.x", doc.SchemaVersion)
+	}
+	if len(doc.Includes) > 0 {
+		// kiwi would read another file of the repository here; a buildroot
+		// description must be self-contained so its hash is its content.
+		return nil, fmt.Errorf("parse buildroot description: <include from=%q> is not supported", doc.Includes[0].From)
 	}
 	d := &Description{Name: doc.Name, SchemaVersion: doc.SchemaVersion, raw: data, doc: doc}
 	for _, p := range doc.Profiles {

@@ -123,6 +123,7 @@ func TestParseDescriptionRejects(t *testing.T) {
 		{"comma package", head + `<repository type="apt-deb" distribution="b"><source path="http://x.example.org/"/></repository>` +
 			`<packages type="image"><package name="a,b"/></packages></image>`, "invalid package"},
 		{"no repository", head + `</image>`, "no <repository>"},
+		{"include", head + `<include from="other.xml"/></image>`, "not supported"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
