@@ -1,6 +1,8 @@
-// Package native creates apt buildroots with mmdebstrap: one pass that
-// resolves and installs the whole package set with apt, without kiwi's
-// debootstrap stage followed by a second apt run in a chroot.
+// Package native creates apt buildroots with mmdebstrap, which resolves
+// the whole package set with apt up front and installs it in one run,
+// where kiwi runs debootstrap first and apt in a chroot afterwards. It
+// also leaves out manuals, docs and translations and skips fsyncs, and
+// reuses downloaded packages between roots.
 //
 // Importing the package registers the backend as "native" with
 // buildroot.Register.
