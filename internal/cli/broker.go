@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/config"
+	"github.com/cloud-builder/cb/internal/metrics"
 )
 
 func init() {
@@ -54,6 +56,7 @@ func runBroker(ctx context.Context, env *Env, args []string) int {
 	fs.Var(&groups, "runner-group", "runner group topic to create (repeatable; runner.group of the broker config is added)")
 	brokerConfig := fs.String("broker-config", env.Paths().BrokerConfig, "broker config file (env "+config.EnvBrokerConfig+")")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
+	metricsListen := fs.String("metrics-listen", "", "serve /healthz and /metrics on this address")
 	if code, done := parse(fs, args); done {
 		return code
 	}
@@ -91,7 +94,27 @@ func runBroker(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "broker", err)
 	}
+	metricsDone := make(chan error, 1)
+	if *metricsListen != "" {
+		// Healthy while a client of its own can reach the broker.
+		client, err := broker.New(broker.Options{Brokers: e.Addrs(), Logger: logger})
+		if err != nil {
+			e.Close()
+			return fail(env, "broker", err)
+		}
+		defer client.Close()
+		go func() {
+			metricsDone <- metrics.Serve(ctx, *metricsListen, metrics.Mux(client.Ping), logger, func(a net.Addr) {
+				logger.Info("metrics and health", "url", "http://"+a.String()+"/metrics")
+			})
+		}()
+	} else {
+		metricsDone <- nil
+	}
 	<-ctx.Done()
+	if err := <-metricsDone; err != nil {
+		logger.Warn("metrics server", "err", err)
+	}
 	logger.Info("stopping embedded broker", "cause", context.Cause(ctx))
 	if err := e.Close(); err != nil {
 		return fail(env, "broker", err)

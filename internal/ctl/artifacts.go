@@ -219,13 +219,23 @@ func (c *Client) GetBinaries(ctx context.Context, q Query, dir string) ([]Downlo
 		}
 	}()
 	out := make([]Downloaded, 0, len(files))
+	var total int64
 	for _, f := range files {
+		total += f.Size
+	}
+	var done int64
+	for i, f := range files {
 		tmp, err := c.download(ctx, base, f, dir)
 		if tmp != "" {
 			temps = append(temps, tmp)
 		}
 		if err != nil {
 			return nil, err
+		}
+		done += f.Size
+		if c.Stderr != nil {
+			fmt.Fprintf(c.Stderr, "[%d/%d] %s (%d bytes, sha256 ok) %d%% of %d bytes\n",
+				i+1, len(files), path.Base(f.Name), f.Size, percent(done, total), total)
 		}
 		out = append(out, Downloaded{Path: filepath.Join(dir, path.Base(f.Name)), Size: f.Size, SHA256: f.SHA256})
 	}
@@ -308,4 +318,11 @@ func (c *Client) download(ctx context.Context, base string, f artifact.File, dir
 		return name, fmt.Errorf("download %s: SHA-256 mismatch", f.Name)
 	}
 	return name, nil
+}
+
+func percent(done, total int64) int64 {
+	if total == 0 {
+		return 100
+	}
+	return done * 100 / total
 }
