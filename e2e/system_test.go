@@ -128,23 +128,32 @@ func (s *system) requestPackage(projectPath, name string) string {
 	return req.RequestID
 }
 
-// buildAndWait sends a build request with cb-ctl --wait and returns the
-// request id, cb-ctl's exit status and its progress output.
+// buildAndWait sends a package build request with cb-ctl --wait and
+// returns the request id, cb-ctl's exit status and its progress output.
 func (s *system) buildAndWait(projectPath, name string) (id string, code int, progress string) {
 	s.t.Helper()
-	out, errOut, err := run(s.t, s.env, "cb-ctl", "--build-package", name, "--project-path", projectPath,
-		"--arch", "x86_64", "--dist", "bookworm", "--runner-group", "debian", "--wait", "--timeout", "600")
-	code = 0
+	return s.ctlWait("--build-package", name, "--project-path", projectPath, "--dist", "bookworm")
+}
+
+// imageAndWait is buildAndWait for an image selection.
+func (s *system) imageAndWait(projectPath, name, selection string) (id string, code int, progress string) {
+	s.t.Helper()
+	return s.ctlWait("--build-image", name, "--project-path", projectPath, "--selection", selection)
+}
+
+func (s *system) ctlWait(args ...string) (id string, code int, progress string) {
+	s.t.Helper()
+	args = append(args, "--arch", "x86_64", "--runner-group", "debian", "--wait", "--timeout", "900")
+	out, errOut, err := run(s.t, s.env, "cb-ctl", args...)
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
 		s.t.Fatalf("cb-ctl --wait: %v", err)
 	}
-	dec := json.NewDecoder(strings.NewReader(out))
 	var first struct {
 		RequestID string `json:"request_id"`
 	}
-	if err := dec.Decode(&first); err != nil || first.RequestID == "" {
+	if err := json.NewDecoder(strings.NewReader(out)).Decode(&first); err != nil || first.RequestID == "" {
 		s.t.Fatalf("cb-ctl --wait printed no request (exit %d): %v\n%s%s", code, err, out, errOut)
 	}
 	return first.RequestID, code, errOut
