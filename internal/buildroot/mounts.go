@@ -1,75 +1,8 @@
 package buildroot
 
-import (
-	"bufio"
-	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
-	"syscall"
-)
-
-// mountsBelow lists mount points at or below dir in this mount namespace,
-// deepest first.
-func mountsBelow(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	dir = filepath.Clean(dir)
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, sc.Err()
-}
-
-// unescapeMount undoes the octal escapes of mountinfo (\040 for space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+import "github.com/cloud-builder/cb/internal/mountinfo"
 
 // removeAll deletes dir after detaching anything mounted below it, so a
 // leftover bind mount (a killed tool's /dev or /proc) is never descended
 // into and emptied.
-func removeAll(dir string) error {
-	mps, err := mountsBelow(dir)
-	if err != nil {
-		return fmt.Errorf("remove %s: %w", dir, err)
-	}
-	for _, mp := range mps {
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
-			return fmt.Errorf("remove %s: unmount %s: %w", dir, mp, err)
-		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("remove %s: %w", dir, err)
-	}
-	return nil
-}
+func removeAll(dir string) error { return mountinfo.RemoveAll(dir) }
