@@ -50,7 +50,7 @@ type pyyamlResult struct {
 
 func runPyYAML(t *testing.T, pairs, dump [][2]string) pyyamlResult {
 	t.Helper()
-	if err := exec.Command("python3", "-c", "import yaml").Run(); err != nil {
+	if err := exec.Command(pythonBin(), "-c", "import yaml").Run(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("python3 with PyYAML (python3-yaml) is required in CI: %v", err)
 		}
@@ -62,7 +62,7 @@ func runPyYAML(t *testing.T, pairs, dump [][2]string) pyyamlResult {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "python3", "-c", pyyamlScript)
+	cmd := exec.CommandContext(ctx, pythonBin(), "-c", pyyamlScript)
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -195,4 +195,14 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// pythonBin is Debian's python3, whose PyYAML scripts/setup installs
+// (python3-yaml), when it exists; a python3 earlier on PATH (pyenv, a
+// virtualenv) may lack it.
+func pythonBin() string {
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		return "/usr/bin/python3"
+	}
+	return "python3"
 }
