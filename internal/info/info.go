@@ -211,7 +211,7 @@ func buildStatus(code message.ResponseCode, image bool) string {
 	case message.IsFinal(code):
 		switch code {
 		case message.PackageBuildFailedNoBinaries, message.PackageBinariesSyncFailed,
-			message.BuildRootSetupFailed, message.ImageBinariesSyncFailed, message.BuildAbandoned:
+			message.BuildRootSetupFailed, message.ImageBinariesSyncFailed:
 			if image {
 				return message.ImageBuildFailed
 			}

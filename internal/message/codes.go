@@ -35,9 +35,6 @@ const (
 	// ImageBinariesSyncFailed is new: the image counterpart of
 	// PackageBinariesSyncFailed.
 	ImageBinariesSyncFailed ResponseCode = "image binaries sync failed"
-	// BuildFailedInternal is new: a journaled request that could not be
-	// started or resumed at all on the runner.
-	BuildAbandoned ResponseCode = "build abandoned"
 )
 
 // Request actions of a BuildRequest. They share their strings with the
@@ -68,7 +65,7 @@ func IsFinal(code ResponseCode) bool {
 		ImageBuildFailed, PackageBuildSucceeded, ImageBuildSucceeded, BuildRootSetupFailed,
 		IncompatibleBuildArch, ProjectDoesNotExist, ProjectMetadataDoesNotExist,
 		InvalidPackageMetadata, PackageTargetNotConfigured, ImageTargetNotConfigured,
-		InvalidRequest, ImageBinariesSyncFailed, BuildAbandoned:
+		InvalidRequest, ImageBinariesSyncFailed:
 		return true
 	}
 	return false
