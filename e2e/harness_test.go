@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/mountinfo"
 	"github.com/cloud-builder/cb/internal/sandbox"
 )
 
@@ -280,22 +280,14 @@ func codes(rs []*message.Response) []string {
 	return out
 }
 
-// mounts returns the lines of /proc/self/mountinfo that mention dir.
+// mounts returns the mount points at or below dir.
 func mounts(t *testing.T, dir string) []string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	m, err := mountinfo.Below(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), dir) {
-			out = append(out, sc.Text())
-		}
-	}
-	return out
+	return m
 }
 
 // copyTree copies src into dst (regular files, dirs and symlinks).
