@@ -233,23 +233,7 @@ func TestBuildDebianTree(t *testing.T) {
 func TestBuildDSC(t *testing.T) {
 	needTool(t, "dpkg-source", "dpkg-deb")
 	f := newFixture(t)
-	// A source package made the way a maintainer would, from the tree.
-	work := t.TempDir()
-	copyTree(t, "testdata/deb", filepath.Join(work, "hello-1.0"))
-	cmd := exec.Command("dpkg-source", "-b", "hello-1.0")
-	cmd.Dir = work
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-source -b: %v\n%s", err, out)
-	}
-	for _, n := range []string{"hello_1.0.dsc", "hello_1.0.tar.xz"} {
-		data, err := os.ReadFile(filepath.Join(work, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(f.src, n), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.addSourcePackage(t)
 	res, log, err := f.run(t, Options{})
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("exit %v err %v\n%s", res, err, log)
@@ -386,22 +370,7 @@ func TestBuildTimeout(t *testing.T) {
 func TestBuildOBS(t *testing.T) {
 	needTool(t, "dpkg-source", "dpkg-deb")
 	f := newFixture(t)
-	work := t.TempDir()
-	copyTree(t, "testdata/deb", filepath.Join(work, "hello-1.0"))
-	cmd := exec.Command("dpkg-source", "-b", "hello-1.0")
-	cmd.Dir = work
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-source -b: %v\n%s", err, out)
-	}
-	for _, n := range []string{"hello_1.0.dsc", "hello_1.0.tar.xz"} {
-		data, err := os.ReadFile(filepath.Join(work, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(f.src, n), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.addSourcePackage(t)
 	conf := filepath.Join(f.layout.Upper, "usr/lib/obs-build/configs/default.conf")
 	if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
 		t.Fatal(err)
@@ -422,5 +391,28 @@ func TestBuildOBS(t *testing.T) {
 	}
 	if !strings.Contains(log, "--no-init --dist default --root /") {
 		t.Errorf("log lacks the build command:\n%s", log)
+	}
+}
+
+// addSourcePackage puts hello_1.0.dsc and its tarball into the package
+// sources, made the way a maintainer would, with dpkg-source -b from the
+// testdata tree.
+func (f *fixture) addSourcePackage(t *testing.T) {
+	t.Helper()
+	work := t.TempDir()
+	copyTree(t, "testdata/deb", filepath.Join(work, "hello-1.0"))
+	cmd := exec.Command("dpkg-source", "-b", "hello-1.0")
+	cmd.Dir = work
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-source -b: %v\n%s", err, out)
+	}
+	for _, n := range []string{"hello_1.0.dsc", "hello_1.0.tar.xz"} {
+		data, err := os.ReadFile(filepath.Join(work, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(f.src, n), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
