@@ -1,21 +1,14 @@
 package broker
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/tlstest"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -29,64 +22,16 @@ type pki struct {
 func newPKI(t *testing.T) pki {
 	t.Helper()
 	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "cb test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: "cb test"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, key
-	}
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	srvDER, srvKey := issue(2, x509.ExtKeyUsageServerAuth)
-	cliDER, cliKey := issue(3, x509.ExtKeyUsageClientAuth)
-	cliKeyDER, _ := x509.MarshalECPrivateKey(cliKey)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	ca := tlstest.NewCA(t, dir, "ca")
+	srv, cli := ca.Server(t, dir, "server"), ca.Client(t, dir, "client")
 	return pki{
-		caFile:   write("ca.pem", "CERTIFICATE", caDER),
-		certFile: write("client.pem", "CERTIFICATE", cliDER),
-		keyFile:  write("client.key", "EC PRIVATE KEY", cliKeyDER),
+		caFile:   ca.File,
+		certFile: cli.CertFile,
+		keyFile:  cli.KeyFile,
 		server: &tls.Config{
-			Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}},
+			Certificates: []tls.Certificate{srv.Pair},
 			ClientAuth:   tls.RequireAndVerifyClientCert,
-			ClientCAs:    pool,
+			ClientCAs:    ca.Pool(),
 			MinVersion:   tls.VersionTLS12,
 		},
 	}

@@ -2,74 +2,18 @@ package collect_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/repo/repotest"
+	"github.com/cloud-builder/cb/internal/tlstest"
 )
-
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns PEM certificate and key for a server (ip set) or client.
-func (ca *testCA) issue(t *testing.T, serial int64, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "runner"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
 
 // Over TLS with a client CA, a runner's certificate replaces the token;
 // readers need no certificate. Also runs the server through Serve and a
@@ -77,19 +21,11 @@ func (ca *testCA) issue(t *testing.T, serial int64, server bool) (certPEM, keyPE
 func TestClientCertificateUpload(t *testing.T) {
 	repotest.RequireTools(t, "gpg", "dpkg-deb")
 	dir := t.TempDir()
-	ca := newCA(t)
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	srvCert, srvKey := ca.issue(t, 2, true)
-	cliCert, cliKey := ca.issue(t, 3, false)
+	ca := tlstest.NewCA(t, dir, "ca")
+	srv, cli := ca.Server(t, dir, "srv"), ca.Client(t, dir, "runner")
 	s, err := collect.New(collect.Config{
 		RepoRoot: filepath.Join(dir, "repo"), StateDir: filepath.Join(dir, "state"),
-		TLSCert: write("srv.crt", srvCert), TLSKey: write("srv.key", srvKey), ClientCA: write("ca.crt", ca.pem),
+		TLSCert: srv.CertFile, TLSKey: srv.KeyFile, ClientCA: ca.File,
 		UpdateInterval: time.Hour,
 	})
 	if err != nil {
@@ -116,12 +52,7 @@ func TestClientCertificateUpload(t *testing.T) {
 			t.Error("server did not shut down")
 		}
 	}()
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.pem)
-	pair, err := tls.X509KeyPair(cliCert, cliKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	roots, pair := ca.Pool(), cli.Pair
 	url := "https://" + ln.Addr().String()
 	withCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}}}
 	anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}

@@ -2,15 +2,7 @@ package ctl_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,46 +11,18 @@ import (
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/ctl"
 	"github.com/cloud-builder/cb/internal/info"
+	"github.com/cloud-builder/cb/internal/tlstest"
 )
-
-// writeCert writes a PEM certificate and key signed by parent (self-signed
-// CA when parent is nil) and returns the files, certificate and key.
-func writeCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, usage []x509.ExtKeyUsage) (string, string, *x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: usage,
-		KeyUsage: x509.KeyUsageDigitalSignature, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	if parent == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.KeyUsage = true, true, x509.KeyUsageCertSign
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})))
-	cert, _ := x509.ParseCertificate(der)
-	return certFile, keyFile, cert, key
-}
 
 // TestClientCertificates: a runner serving HTTPS with a client CA and no
 // token; cb-ctl configured with cbctl.yml's artifacts client certificate
 // and CA fetches the log.
 func TestClientCertificates(t *testing.T) {
 	dir := t.TempDir()
-	caFile, _, ca, caKey := writeCert(t, dir, "ca", nil, nil, nil)
-	srvCert, srvKey, _, _ := writeCert(t, dir, "runner", ca, caKey, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
-	cliCert, cliKey, _, _ := writeCert(t, dir, "client", ca, caKey, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
+	ca := tlstest.NewCA(t, dir, "ca")
+	caFile := ca.File
+	srv, cli := ca.Server(t, dir, "runner"), ca.Client(t, dir, "client")
+	srvCert, srvKey, cliCert, cliKey := srv.CertFile, srv.KeyFile, cli.CertFile, cli.KeyFile
 
 	c := newCluster(t)
 	root := t.TempDir()
