@@ -65,7 +65,6 @@ type runnerOptions struct {
 	buildLimit    int
 	pollTimeout   time.Duration
 	metricsListen string
-	ready         func(name string, addr net.Addr)
 }
 
 // runRunner runs a scheduler for rf.group until ctx is done.
@@ -119,9 +118,6 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		g.Go("metrics", func() error {
 			return metrics.Serve(gctx, o.metricsListen, metrics.Mux(client.Ping), logger, func(a net.Addr) {
 				logger.Info("metrics and health", "url", "http://"+a.String()+"/metrics")
-				if o.ready != nil {
-					o.ready("scheduler metrics", a)
-				}
 			})
 		})
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/artifact"
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/fetch"
@@ -267,7 +268,7 @@ func syncExamples(ctx context.Context, examples string, st upState, logger *slog
 	if err := os.RemoveAll(filepath.Join(st.work, "projects")); err != nil {
 		return err
 	}
-	if err := copyDir(filepath.Join(examples, "projects"), filepath.Join(st.work, "projects")); err != nil {
+	if err := buildroot.CopyTree(filepath.Join(examples, "projects"), filepath.Join(st.work, "projects"), ".git"); err != nil {
 		return err
 	}
 	if err := gitc(st.work, "add", "-A"); err != nil {
@@ -281,37 +282,6 @@ func syncExamples(ctx context.Context, examples string, st upState, logger *slog
 	}
 	logger.Info("examples committed to the local source repository", "repo", st.origin)
 	return gitc(st.work, "push", "-q", "origin", "HEAD:main")
-}
-
-// copyDir copies a tree of regular files and directories; symlinks are
-// copied as links.
-func copyDir(src, dst string) error {
-	return filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		t := filepath.Join(dst, rel)
-		switch {
-		case fi.IsDir():
-			return os.MkdirAll(t, 0o755)
-		case fi.Mode()&os.ModeSymlink != 0:
-			l, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(l, t)
-		case fi.Mode().IsRegular():
-			if err := copyFile(p, t); err != nil {
-				return err
-			}
-			return os.Chmod(t, fi.Mode().Perm())
-		}
-		return nil
-	})
 }
 
 // readOrCreateToken returns the token in path, creating a random one.

@@ -122,18 +122,28 @@ func Run(ctx context.Context, cfg Config, e *journal.Entry) error {
 // then publishes it. The order makes a crash at any point recoverable by
 // Recover without a second build.
 func Finish(ctx context.Context, pub Publisher, e *journal.Entry, t target.Target, final *message.Response, logger *slog.Logger) error {
-	data, err := message.Encode(final)
+	data, err := writeResult(t, final)
 	if err != nil {
 		return err
-	}
-	if err := journal.WriteFileAtomic(t.ResultFile(), data, 0o644); err != nil {
-		return fmt.Errorf("write result file: %w", err)
 	}
 	e.Code = final.ResponseCode
 	if err := e.Advance(journal.Finished); err != nil {
 		return err
 	}
 	return Publish(ctx, pub, e, data, logger)
+}
+
+// writeResult records the final response in the target's result file,
+// which cb-info reads and recovery re-publishes.
+func writeResult(t target.Target, final *message.Response) ([]byte, error) {
+	data, err := message.Encode(final)
+	if err != nil {
+		return nil, err
+	}
+	if err := journal.WriteFileAtomic(t.ResultFile(), data, 0o644); err != nil {
+		return nil, fmt.Errorf("write result file: %w", err)
+	}
+	return data, nil
 }
 
 // Publish sends the final response and marks the entry responded,
@@ -233,11 +243,8 @@ func (s *Step) Build(ctx context.Context) (*message.Response, error) {
 		return nil, fmt.Errorf("no prepared buildroot for %s (run cb-prepare first): %w", r.t.ID(), err)
 	}
 	final := r.build(ctx, layout)
-	data, err := message.Encode(final)
+	data, err := writeResult(r.t, final)
 	if err != nil {
-		return nil, err
-	}
-	if err := journal.WriteFileAtomic(r.t.ResultFile(), data, 0o644); err != nil {
 		return nil, err
 	}
 	return final, publishRetry(ctx, s.Config.Publisher, message.TopicResponse, data, r.logger)
