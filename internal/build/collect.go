@@ -7,13 +7,14 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // Repository types of Result.RepoType.
@@ -75,10 +76,7 @@ func queryArch(ctx context.Context, repo, file string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	out, err := cmd.Output()
+	out, err := proc.Command(ctx, 0, argv...).Output()
 	if err != nil {
 		return "", fmt.Errorf("query arch of %s: %w", filepath.Base(file), err)
 	}

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/artifact"
@@ -135,13 +134,19 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	artifactURL := "http://" + f.artifactListen
 
 	// Configuration files for the job processes and for the user's cb-ctl.
-	brokerCfg := fmt.Sprintf("broker:\n  host: %q\nrunner:\n  group: %q\nthis_host: 127.0.0.1\ncollector:\n  url: %q\n  token_file: %q\nartifacts:\n  listen: %q\n  url: %q\n  token_file: %q\n",
-		brokerHost, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL, st.artifactToken)
-	ctlCfg := fmt.Sprintf("cluster:\n  runner_count: 1\nartifacts:\n  token_file: %q\n", st.artifactToken)
-	for p, c := range map[string]string{st.brokerConfig: brokerCfg, st.ctlConfig: ctlCfg} {
-		if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
-			return err
-		}
+	brokerCfg := &config.Broker{
+		Broker:    config.BrokerSection{Host: brokerHost},
+		Runner:    config.RunnerSection{Group: f.group},
+		ThisHost:  "127.0.0.1",
+		Collector: config.Endpoint{URL: repoURL, TokenFile: uploadTokenFile},
+		Artifacts: config.Endpoint{Listen: f.artifactListen, URL: artifactURL, TokenFile: st.artifactToken},
+	}
+	ctlCfg := &config.Ctl{Cluster: config.Cluster{RunnerCount: 1}, Artifacts: config.Endpoint{TokenFile: st.artifactToken}}
+	if err := config.WriteFile(st.brokerConfig, brokerCfg); err != nil {
+		return err
+	}
+	if err := config.WriteFile(st.ctlConfig, ctlCfg); err != nil {
+		return err
 	}
 	cfg, err := config.LoadBrokerFile(st.brokerConfig)
 	if err != nil {
@@ -157,17 +162,21 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	}
 	defer client.Close()
 
-	var (
-		mu     sync.Mutex
-		places []string
-	)
-	ready := func(name string, a net.Addr) {
-		mu.Lock()
-		places = append(places, fmt.Sprintf("  %-22s %s", name, a))
-		mu.Unlock()
+	// The collector listens before anything is started, so its address is
+	// known; the other servers report theirs when they listen.
+	collLn, err := net.Listen("tcp", f.repoListen)
+	if err != nil {
+		coll.Close()
+		return fmt.Errorf("collector: listen %s: %w", f.repoListen, err)
 	}
+	type place struct {
+		name string
+		addr net.Addr
+	}
+	listening := make(chan place, 2)
+	ready := func(name string, a net.Addr) { listening <- place{name, a} }
 	g, gctx := newGroup(ctx)
-	g.Go("collect", func() error { return coll.Run(gctx) })
+	g.Go("collect", func() error { return coll.Serve(gctx, collLn) })
 	g.Go("artifacts", func() error {
 		return artifact.ListenAndServe(gctx, artifact.Config{Root: st.runner, Token: artifactToken, Listen: f.artifactListen,
 			Logger: logger.With("component", "artifacts")}, func(a net.Addr) { ready("artifacts", a) })
@@ -193,13 +202,15 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	})
 	go func() {
 		// Print where everything is once the servers listen.
-		select {
-		case <-gctx.Done():
-			return
-		case <-time.After(2 * time.Second):
+		var places []string
+		for len(places) < cap(listening) {
+			select {
+			case <-gctx.Done():
+				return
+			case p := <-listening:
+				places = append(places, fmt.Sprintf("  %-22s %s", p.name, p.addr))
+			}
 		}
-		mu.Lock()
-		defer mu.Unlock()
 		fmt.Fprintf(env.Stdout, "Cloud Builder is up (state in %s)\n", st.root)
 		fmt.Fprintf(env.Stdout, "  %-22s %s\n", "broker", brokerHost)
 		fmt.Fprintf(env.Stdout, "  %-22s %s/  (status: %s/api/v1/status)\n", "repositories", repoURL, repoURL)

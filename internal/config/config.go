@@ -18,6 +18,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/cloud-builder/cb/internal/atomicfile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -288,4 +289,18 @@ func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// WriteFile writes a configuration (a *Broker or *Ctl) to path as YAML that
+// the loaders read back, mode 0600 (it may name token files or carry
+// credentials), atomically.
+func WriteFile(path string, v any) error {
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

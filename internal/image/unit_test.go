@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cloud-builder/cb/internal/target"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -163,7 +165,7 @@ func TestRPMArch(t *testing.T) {
 func TestOptionsValidate(t *testing.T) {
 	dir := t.TempDir()
 	base := func() Options {
-		return Options{Description: dir, Target: LocalTarget(dir, "img", "standard", "x86_64"), BundleID: "7f1c0d2e"}
+		return Options{Description: dir, Target: target.Target{Root: dir, Project: "img", Profile: "standard.x86_64"}, BundleID: "7f1c0d2e"}
 	}
 	tests := []struct {
 		name   string
