@@ -16,7 +16,8 @@ import (
 
 // Group makes cmd the leader of a new process group and makes cancelling
 // its context end the whole group: SIGTERM, then SIGKILL after grace, or
-// SIGKILL at once when grace is 0. Wait returns at most grace + 5s after
+// SIGKILL at once when grace is 0. cmd must come from
+// exec.CommandContext (or Command). Wait returns at most grace + 5s after
 // the cancel even when a grandchild keeps the output pipes open. Other
 // SysProcAttr fields cmd already has are kept.
 func Group(cmd *exec.Cmd, grace time.Duration) {

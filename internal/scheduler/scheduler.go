@@ -418,9 +418,9 @@ func (s *Scheduler) start(e *journal.Entry) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), s.cfg.JobEnv...)
-	// Its own process group, so a reset ends every tool it started; no
-	// context, so a scheduler crash does not end it.
-	proc.Group(cmd, 0)
+	// Its own process group, so a reset ends every tool it started (see
+	// proc.KillGroup); no context, so a scheduler crash does not end it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start job: %w", err)
