@@ -2,8 +2,11 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
 	"github.com/cloud-builder/cb/internal/broker"
@@ -36,10 +39,17 @@ func (e *Entry) Finish(ctx context.Context, pub broker.Publisher, t *target.Targ
 	return e.Respond(ctx, pub, data, logger)
 }
 
+// ErrResultFile marks a final response that could not be recorded in the
+// result file; nothing was published and the entry did not advance.
+var ErrResultFile = errors.New("write result file")
+
 // WriteResult records an encoded final response in t's result file.
 func WriteResult(t target.Target, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(t.ResultFile()), 0o755); err != nil {
+		return fmt.Errorf("%w: %w", ErrResultFile, err)
+	}
 	if err := atomicfile.WriteFile(t.ResultFile(), data, 0o644); err != nil {
-		return fmt.Errorf("write result file: %w", err)
+		return fmt.Errorf("%w: %w", ErrResultFile, err)
 	}
 	return nil
 }

@@ -364,7 +364,7 @@ func (s *Scheduler) abandon(ctx context.Context, e *journal.Entry, why string) {
 	}
 	logger := s.logger.With("request_id", e.Request.RequestID)
 	err := e.Finish(ctx, s.cfg.Publisher, tp, resp, logger)
-	if err != nil && e.State != journal.Finished && tp != nil {
+	if errors.Is(err, journal.ErrResultFile) {
 		// No result file (full disk?): still end the request.
 		logger.Warn("result file not written", "err", err)
 		err = e.Finish(ctx, s.cfg.Publisher, nil, resp, logger)
