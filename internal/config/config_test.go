@@ -322,3 +322,36 @@ func TestDefaultPaths(t *testing.T) {
 		t.Errorf("os.Getenv: runner root %q", p.RunnerRoot)
 	}
 }
+
+// What WriteFile writes (cb up's configs) the strict loaders read back.
+func TestWriteFileRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	b := &Broker{Broker: BrokerSection{Host: "127.0.0.1:9092"}, Runner: RunnerSection{Group: "debian"}, ThisHost: "127.0.0.1",
+		Collector: Endpoint{URL: "http://127.0.0.1:8080", TokenFile: "/s/upload.token"},
+		Artifacts: Endpoint{Listen: "127.0.0.1:8081", URL: "http://127.0.0.1:8081", TokenFile: "/s/artifact.token"}}
+	c := &Ctl{Cluster: Cluster{RunnerCount: 1}, Artifacts: Endpoint{TokenFile: "/s/artifact.token"}}
+	bp, cp := filepath.Join(dir, "broker.yml"), filepath.Join(dir, "cbctl.yml")
+	if err := WriteFile(bp, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(cp, c); err != nil {
+		t.Fatal(err)
+	}
+	gb, err := LoadBrokerFile(bp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gb, b) {
+		t.Errorf("broker config round trip:\n got %+v\nwant %+v", gb, b)
+	}
+	gc, err := LoadCtlFile(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gc, c) {
+		t.Errorf("ctl config round trip:\n got %+v\nwant %+v", gc, c)
+	}
+	if fi, err := os.Stat(bp); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("broker config mode: %v, %v", fi.Mode(), err)
+	}
+}
