@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // Cache layout below Options.CacheDir:
@@ -64,11 +65,9 @@ func (c cache) lockKey(ctx context.Context, key string, wait bool) (unlock func(
 			f.Close()
 			return nil, false, nil
 		}
-		select {
-		case <-ctx.Done():
+		if !proc.Sleep(ctx, 250*time.Millisecond) {
 			f.Close()
 			return nil, false, fmt.Errorf("wait for buildroot cache lock: %w", context.Cause(ctx))
-		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/upload"
 )
 
@@ -102,10 +103,7 @@ func (c *Client) UploadResult(ctx context.Context, u upload.Upload) (*Result, er
 			break
 		}
 		logger.Warn("upload failed, retrying", "attempt", i, "err", err, "wait", backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
+		proc.Sleep(ctx, backoff)
 		backoff *= 2
 	}
 	if ctx.Err() != nil {

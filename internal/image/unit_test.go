@@ -164,8 +164,12 @@ func TestRPMArch(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	dir := t.TempDir()
+	tgt, err := target.Local(dir, "img", "standard", "x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
 	base := func() Options {
-		return Options{Description: dir, Target: target.Target{Root: dir, Project: "img", Profile: "standard.x86_64"}, BundleID: "7f1c0d2e"}
+		return Options{Description: dir, Target: tgt, BundleID: "7f1c0d2e"}
 	}
 	tests := []struct {
 		name   string
