@@ -39,7 +39,7 @@ func localDescription(t *testing.T, name, meta string) string {
 	return dir
 }
 
-func TestBuildLocalRefuses(t *testing.T) {
+func TestLocalImageRefuses(t *testing.T) {
 	host := proc.HostArch()
 	meta := `schema_version: 0.1
 name: img
@@ -88,10 +88,10 @@ images:
 	}
 }
 
-// TestBuildLocalFailure runs a local build whose kiwi call fails at once
+// TestLocalImageFailure runs a local build whose kiwi call fails at once
 // (its profile does not exist): the error says so, the log streams to
 // out and lands next to the description, and no image is reported.
-func TestBuildLocalFailure(t *testing.T) {
+func TestLocalImageFailure(t *testing.T) {
 	needKiwi(t)
 	t.Setenv(image.EnvCacheRoot, testCache(t))
 	host := proc.HostArch()
