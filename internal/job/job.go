@@ -41,10 +41,11 @@ type Config struct {
 	// source directory (local builds, stand-alone cb-prepare).
 	PackageDir string
 	// Tee, when set, also receives everything written to the prepare and
-	// build logs (local builds stream them to the terminal).
+	// build logs (local builds and cb-image --local stream them to the
+	// terminal).
 	Tee io.Writer
-	// Progress, when set, receives the progress lines of an image build
-	// (cb-image without --local).
+	// Progress, when set, receives progress lines: the steps of a local
+	// package build, the progress of cb-image's image build.
 	Progress    io.Writer
 	ThisHost    string
 	RunnerGroup string
