@@ -116,6 +116,7 @@ func TestFetchCommandRequestsBuilds(t *testing.T) {
 				if req, err = message.DecodeBuildRequest(r.Value); err != nil {
 					t.Fatal(err)
 				}
+				req.FreshBuildRoot = r.Header(broker.HeaderFreshBuildRoot) == "true"
 			case message.TopicResponse:
 				if resp, err = message.DecodeResponse(r.Value); err != nil {
 					t.Fatal(err)
