@@ -56,6 +56,24 @@ func TestUp(t *testing.T) {
 		}
 		return true
 	})
+	// The terminal: a banner, then one readable line per build event;
+	// no service or Kafka client chatter at the default level.
+	termOut := upProc.log.String()
+	for _, want := range []string{"Cloud Builder is up", "Build events",
+		"accepted   projects/Debian/cb-hello bookworm.x86_64",
+		"buildroot  projects/Debian/cb-hello bookworm.x86_64",
+		"built      projects/Debian/cb-hello bookworm.x86_64 in ",
+		"published  projects/Debian/bookworm (apt) in ",
+		"built      projects/images/debian/cb-image-tbz standard.x86_64 in "} {
+		if !strings.Contains(termOut, want) {
+			t.Errorf("cb up's output lacks %q:\n%s", want, tail(termOut, 4000))
+		}
+	}
+	for _, chatter := range []string{"component=kafka", "level=INFO", "level=DEBUG"} {
+		if strings.Contains(termOut, chatter) {
+			t.Errorf("cb up's default output has %q lines:\n%s", chatter, tail(termOut, 4000))
+		}
+	}
 	runnerRoot := filepath.Join(state, "runner")
 	out := aptInstall(t, runnerRoot, repoURL, "projects/Debian/cb-hello", "projects/Debian/bookworm", "cb-hello", "cb-hello")
 	if !strings.Contains(strings.ToLower(out), "hello") {

@@ -360,3 +360,18 @@ func TestLoadRunnerRejects(t *testing.T) {
 		t.Errorf("missing file: %+v, %v, %v", r, found, err)
 	}
 }
+
+// The shipped example files load.
+func TestShippedExamples(t *testing.T) {
+	deploy := filepath.Join("..", "..", "deploy")
+	b, err := LoadBrokerFile(filepath.Join(deploy, "cloud_builder_broker.yml"))
+	if err != nil || b.File == "" || b.Runner.Group != "suse" {
+		t.Errorf("broker example: %+v, %v", b, err)
+	}
+	if err := b.LoadRunnerFile(filepath.Join(deploy, "cloud_builder_runner.yml")); err != nil || b.RunnerFile == "" || b.Collector.URL == "" || b.Broker.SASL == nil {
+		t.Errorf("runner example: %+v, %v", b, err)
+	}
+	if c, err := LoadCtlFile(filepath.Join(deploy, "cbctl.yml")); err != nil || c.Cluster.RunnerCount != 6 {
+		t.Errorf("cbctl example: %+v, %v", c, err)
+	}
+}
