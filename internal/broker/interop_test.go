@@ -19,9 +19,9 @@ const debianPython = "/usr/bin/python3"
 // TestKafkaPythonPeer checks wire compatibility with the original services:
 // a kafka-python producer and group consumer (Produce v7, Fetch v4,
 // JoinGroup v2 era) exchange records with this package's client through the
-// embedded broker. The answers are large and repetitive, so a producer that
-// compressed with snappy would do so, and Debian's python3-kafka has no
-// snappy codec; they carry a header, as extensions do.
+// embedded broker. The answers are large and repetitive, so the producer
+// compresses them (gzip; with snappy, Debian's python3-kafka, which has no
+// snappy codec, would fail); they carry a header, as extensions do.
 func TestKafkaPythonPeer(t *testing.T) {
 	if err := exec.Command(debianPython, "-c", "import kafka").Run(); err != nil {
 		if os.Getenv("CI") == "true" {
