@@ -122,7 +122,11 @@ func (e *buildEvents) response(r *message.Response, at time.Time) {
 	if message.IsFinal(code) {
 		delete(e.requests, r.RequestID)
 	}
-	e.print("%s %-10s %s %s\n", at.Local().Format("15:04:05"), what, q.target, detail)
+	line := fmt.Sprintf("%s %-10s %s", at.Local().Format("15:04:05"), what, q.target)
+	if detail != "" {
+		line += " " + detail
+	}
+	e.print("%s\n", line)
 }
 
 // published prints that the collector published a repository.
