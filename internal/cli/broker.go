@@ -74,7 +74,7 @@ func runBroker(ctx context.Context, env *Env, args []string) int {
 	logger := common.Logger(env.Stderr, "broker")
 	cfg, err := loadConfig(logger, *brokerConfig, "")
 	if err != nil {
-		return fail(env, "broker", err)
+		return badConfig(env, "broker", err)
 	}
 	if g := cfg.Runner.Group; g != "" {
 		if err := groups.Set(g); err != nil {

@@ -24,7 +24,7 @@ func runCollect(ctx context.Context, env *Env, args []string) int {
 	paths := env.Paths()
 	settings, err := config.LoadSettingsFile(paths.Settings)
 	if err != nil {
-		return fail(env, "collect", err)
+		return badConfig(env, "collect", err)
 	}
 	interval := 30
 	if v := settings["CB_UPDATE"]; v != "" {
@@ -66,7 +66,7 @@ func runCollect(ctx context.Context, env *Env, args []string) int {
 	c.Logger = common.Logger(env.Stderr, "collect")
 	rc, found, err := config.LoadRunnerFile(*runnerConfig)
 	if err != nil {
-		return fail(env, "collect", err)
+		return badConfig(env, "collect", err)
 	}
 	_, serr := os.Stat(paths.Settings)
 	logConfig(c.Logger, nil, configFile{"runner_config", *runnerConfig, found}, configFile{"settings", paths.Settings, serr == nil})

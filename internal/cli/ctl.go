@@ -40,7 +40,7 @@ Commands (one of):
   --follow-request-id=<id> [--timeout=]
 
 Exit status: 0 success, 1 failure (failed build, no runner answered, broker
-unreachable), 2 bad flags, 3 --wait/--follow-request-id timed out.
+unreachable), 2 bad flags or configuration, 3 --wait/--follow-request-id timed out.
 
 --watch starts at now; with --filter-request-id it starts at the oldest
 retained response, so the request's whole history is shown, then
@@ -138,11 +138,11 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 	logger := common.Logger(env.Stderr, "cb-ctl")
 	bcfg, err := config.LoadBrokerFile(f.brokerConfig)
 	if err != nil {
-		return fail(env, "ctl", err)
+		return badConfig(env, "ctl", err)
 	}
 	rcfg, found, err := config.LoadRunnerFile(f.runnerConfig)
 	if err != nil {
-		return fail(env, "ctl", err)
+		return badConfig(env, "ctl", err)
 	}
 	bcfg.Broker.SASL = rcfg.Broker.SASL
 	if found {
@@ -150,7 +150,7 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 	}
 	ccfg, err := config.LoadCtlFile(f.ctlConfig)
 	if err != nil {
-		return fail(env, "ctl", err)
+		return badConfig(env, "ctl", err)
 	}
 	_, ctlErr := os.Stat(f.ctlConfig)
 	logConfig(logger, bcfg, append(brokerFiles(bcfg, f.brokerConfig, f.runnerConfig), configFile{"ctl_config", f.ctlConfig, ctlErr == nil})...)

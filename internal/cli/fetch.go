@@ -42,7 +42,7 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 
 	settings, err := config.LoadSettingsFile(*settingsFile)
 	if err != nil {
-		return fail(env, "fetch", err)
+		return badConfig(env, "fetch", err)
 	}
 	_, serr := os.Stat(*settingsFile)
 	settingsLog := configFile{"settings", *settingsFile, serr == nil}
@@ -99,7 +99,7 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 
 	bcfg, err := loadConfig(logger, *brokerConfig, *runnerConfig, settingsLog)
 	if err != nil {
-		return fail(env, "fetch", err)
+		return badConfig(env, "fetch", err)
 	}
 	opts, err := brokerOptions(bcfg, logger, "cb-fetch")
 	if err != nil {

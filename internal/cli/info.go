@@ -54,7 +54,7 @@ func runInfo(ctx context.Context, env *Env, args []string) int {
 	logger := common.Logger(env.Stderr, "info")
 	cfg, err := loadConfig(logger, *brokerConfig, *runnerConfig)
 	if err != nil {
-		return fail(env, "info", err)
+		return badConfig(env, "info", err)
 	}
 	opts, err := brokerOptions(cfg, logger, "cb-info")
 	if err != nil {

@@ -105,7 +105,7 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	logger := common.Logger(env.Stderr, "job")
 	cfg, err := loadConfig(logger, *brokerConfig, rf.runnerConfig)
 	if err != nil {
-		return fail(env, "job", err)
+		return badConfig(env, "job", err)
 	}
 	rf.resolve(env, cfg)
 	e, err := journal.Load(*journalFile)

@@ -47,7 +47,7 @@ func runScheduler(ctx context.Context, env *Env, args []string) int {
 	logger := common.Logger(env.Stderr, "scheduler")
 	cfg, err := loadConfig(logger, *brokerConfig, rf.runnerConfig)
 	if err != nil {
-		return fail(env, "scheduler", err)
+		return badConfig(env, "scheduler", err)
 	}
 	if strings.HasPrefix(*repoServer, "http://") || strings.HasPrefix(*repoServer, "https://") {
 		rf.collectorURL = *repoServer

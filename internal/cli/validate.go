@@ -67,6 +67,14 @@ func (c *checks) report(env *Env, service string) (code int, ok bool) {
 	return ExitUsage, false
 }
 
+// badConfig reports a configuration file that cannot be used (unreadable,
+// unknown or moved keys, values out of range) like a bad flag: one line,
+// exit status 2.
+func badConfig(env *Env, service string, err error) int {
+	fmt.Fprintf(env.Stderr, "cb-%s: %v\n", service, err)
+	return ExitUsage
+}
+
 // configFile is one file a service reads its configuration from.
 type configFile struct {
 	key, path string

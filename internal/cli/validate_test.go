@@ -14,30 +14,40 @@ import (
 // before anything runs.
 func TestServicesRefuseNonsenseFlags(t *testing.T) {
 	for _, tc := range []struct {
-		args []string
-		want string
+		args  []string
+		want  string
+		files map[string]string
 	}{
-		{[]string{"cb-scheduler", "--build-limit", "-3"}, "--build-limit -3: must be at least 1"},
-		{[]string{"cb-scheduler", "--poll-timeout", "0"}, "--poll-timeout 0: must be at least 1"},
-		{[]string{"cb-scheduler", "--update-interval", "-1"}, "--update-interval -1"},
-		{[]string{"cb-scheduler", "--build-timeout", "0s"}, "--build-timeout 0s: must be greater than 0"},
-		{[]string{"cb-scheduler", "--metrics-listen", "127.0.0.1:99999"}, "0 to 65535"},
-		{[]string{"cb-info", "--poll-timeout", "0"}, "--poll-timeout 0s: must be greater than 0"},
-		{[]string{"cb-info", "--update-interval", "0"}, "--update-interval 0s"},
-		{[]string{"cb-info", "--artifact-listen", "127.0.0.1:http-ish"}, "--artifact-listen"},
-		{[]string{"cb-collect", "--update-interval", "0"}, "--update-interval 0: must be at least 1"},
-		{[]string{"cb-collect", "--listen", "nowhere"}, "--listen \"nowhere\": want host:port"},
-		{[]string{"cb-fetch", "--project", "file:///x", "--update-interval", "-5"}, "negative duration"},
-		{[]string{"cb-fetch", "--project", "file:///x", "--update-interval", "0"}, "--update-interval 0s"},
-		{[]string{"cb-broker", "--partitions", "-1"}, "--partitions -1"},
-		{[]string{"cb", "up", "--build-limit", "0"}, "--build-limit 0: must be at least 1"},
-		{[]string{"cb", "up", "--update-interval", "0s"}, "--update-interval 0s"},
-		{[]string{"cb", "up", "--repo-listen", ":65536"}, "--repo-listen"},
-		{[]string{"cb-prepare", "--build-timeout", "-1m"}, "--build-timeout -1m0s"},
-		{[]string{"cb-run", "--log-format", "xml"}, "--log-format \"xml\""},
+		{[]string{"cb-scheduler", "--build-limit", "-3"}, "--build-limit -3: must be at least 1", nil},
+		{[]string{"cb-scheduler", "--poll-timeout", "0"}, "--poll-timeout 0: must be at least 1", nil},
+		{[]string{"cb-scheduler", "--update-interval", "-1"}, "--update-interval -1", nil},
+		{[]string{"cb-scheduler", "--build-timeout", "0s"}, "--build-timeout 0s: must be greater than 0", nil},
+		{[]string{"cb-scheduler", "--metrics-listen", "127.0.0.1:99999"}, "0 to 65535", nil},
+		{[]string{"cb-info", "--poll-timeout", "0"}, "--poll-timeout 0s: must be greater than 0", nil},
+		{[]string{"cb-info", "--update-interval", "0"}, "--update-interval 0s", nil},
+		{[]string{"cb-info", "--artifact-listen", "127.0.0.1:http-ish"}, "--artifact-listen", nil},
+		{[]string{"cb-collect", "--update-interval", "0"}, "--update-interval 0: must be at least 1", nil},
+		{[]string{"cb-collect", "--listen", "nowhere"}, "--listen \"nowhere\": want host:port", nil},
+		{[]string{"cb-fetch", "--project", "file:///x", "--update-interval", "-5"}, "negative duration", nil},
+		{[]string{"cb-fetch", "--project", "file:///x", "--update-interval", "0"}, "--update-interval 0s", nil},
+		{[]string{"cb-broker", "--partitions", "-1"}, "--partitions -1", nil},
+		{[]string{"cb", "up", "--build-limit", "0"}, "--build-limit 0: must be at least 1", nil},
+		{[]string{"cb", "up", "--update-interval", "0s"}, "--update-interval 0s", nil},
+		{[]string{"cb", "up", "--repo-listen", ":65536"}, "--repo-listen", nil},
+		{[]string{"cb-prepare", "--build-timeout", "-1m"}, "--build-timeout -1m0s", nil},
+		{[]string{"cb-run", "--log-format", "xml"}, "--log-format \"xml\"", nil},
+		// Config values are checked like flags.
+		{[]string{"cb-ctl", "--watch"}, "cluster.runner_count: must not be negative", map[string]string{config.EnvCtlConfig: "cluster:\n  runner_count: -1\n"}},
+		{[]string{"cb-info"}, "collector (line 1) belongs in the runner config", map[string]string{config.EnvBrokerConfig: "collector:\n  url: http://x\n"}},
+		{[]string{"cb-scheduler"}, "broker.sasl.mechanism", map[string]string{config.EnvRunnerConfig: "broker:\n  sasl:\n    mechanism: MD5\n"}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			env, _, stderr := serviceTestEnv(t)
+			for k, doc := range tc.files {
+				if err := os.WriteFile(env.Getenv(k), []byte(doc), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if code := Run(t.Context(), env, tc.args); code != ExitUsage {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, ExitUsage, stderr)
 			}
