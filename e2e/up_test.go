@@ -63,7 +63,7 @@ func TestUp(t *testing.T) {
 		"accepted   projects/Debian/cb-hello bookworm.x86_64",
 		"buildroot  projects/Debian/cb-hello bookworm.x86_64",
 		"built      projects/Debian/cb-hello bookworm.x86_64 in ",
-		"published  projects/Debian/bookworm (apt) in ",
+		"published  projects/Debian/bookworm (deb) in ",
 		"built      projects/images/debian/cb-image-tbz standard.x86_64 in "} {
 		if !strings.Contains(termOut, want) {
 			t.Errorf("cb up's output lacks %q:\n%s", want, tail(termOut, 4000))
@@ -102,6 +102,9 @@ func TestUp(t *testing.T) {
 	upProc.stop(2 * time.Minute)
 	if code := upProc.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("cb up exited %d after SIGTERM", code)
+	}
+	if strings.Contains(upProc.log.String(), "component=kafka") {
+		t.Errorf("cb up's Kafka client complained on the way out:\n%s", tail(upProc.log.String(), 2000))
 	}
 	if left := processesMentioning(state); len(left) > 0 {
 		t.Fatalf("processes left after stop: %v", left)

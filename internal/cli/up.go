@@ -238,6 +238,9 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	}()
 	err = g.Wait()
 	logger.Info("stopped", "cause", context.Cause(ctx))
+	// The last client goes before the broker, or it would warn about the
+	// broker being gone on the way out.
+	client.Close()
 	return errors.Join(err, emb.Close())
 }
 
