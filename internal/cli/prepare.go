@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/cloud-builder/cb/internal/broker"
-	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/message"
 )
@@ -70,7 +69,7 @@ func (f *stepFlags) request() (*message.BuildRequest, error) {
 func (f *stepFlags) step(ctx context.Context, env *Env, name string) (*job.Step, func(), error) {
 	common := f.common
 	logger := common.Logger(env.Stderr, name)
-	cfg, err := config.LoadBrokerFile(f.brokerConfig)
+	cfg, err := loadConfig(logger, f.brokerConfig, f.runnerConfig)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -115,7 +114,17 @@ func stepFlagSet(env *Env, name, synopsis string) (*stepFlags, func([]string) (i
 	} else {
 		fs.BoolVar(&f.clean, "clean", false, "accepted for compatibility: buildroots are overlays and never modified")
 	}
-	return f, func(args []string) (int, bool) { return parse(fs, args) }
+	return f, func(args []string) (int, bool) {
+		if code, done := parse(fs, args); done {
+			return code, done
+		}
+		var c checks
+		c.positive("--build-timeout", f.buildTimeout)
+		if code, ok := c.report(env, name); !ok {
+			return code, true
+		}
+		return 0, false
+	}
 }
 
 func runPrepare(ctx context.Context, env *Env, args []string) int {
