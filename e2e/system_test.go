@@ -25,6 +25,8 @@ type system struct {
 	collectorURL string
 	tokenFile    string
 	brokerConfig string
+	runnerConfig string
+	ctlConfig    string
 	env          []string
 	resp         *responses
 	broker       *proc
@@ -73,15 +75,24 @@ func newSystem(t *testing.T) *system {
 	if err := os.WriteFile(s.tokenFile, []byte("e2e-secret-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The broker config holds only the original's keys; ours go to the
+	// runner config.
 	s.brokerConfig = filepath.Join(dir, "broker.yml")
-	cfg := fmt.Sprintf("broker:\n  host: %s\nrunner:\n  group: debian\nthis_host: 127.0.0.1\ncollector:\n  url: %s\n  token_file: %s\n",
-		s.brokerAddr, s.collectorURL, s.tokenFile)
-	if err := os.WriteFile(s.brokerConfig, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
+	s.runnerConfig = filepath.Join(dir, "runner.yml")
+	s.ctlConfig = filepath.Join(dir, "cbctl.yml")
+	for p, cfg := range map[string]string{
+		s.brokerConfig: fmt.Sprintf("broker:\n  host: %s\nrunner:\n  group: debian\nthis_host: 127.0.0.1\n", s.brokerAddr),
+		s.runnerConfig: fmt.Sprintf("collector:\n  url: %s\n  token_file: %s\nartifacts:\n  token: e2e-artifact-token\ncbctl:\n  artifacts:\n    token: e2e-artifact-token\n",
+			s.collectorURL, s.tokenFile),
+	} {
+		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.env = []string{
 		"CB_BROKER_CONFIG=" + s.brokerConfig,
-		"CB_CTL_CONFIG=" + filepath.Join(dir, "cbctl.yml"),
+		"CB_RUNNER_CONFIG=" + s.runnerConfig,
+		"CB_CTL_CONFIG=" + s.ctlConfig,
 		"CB_SETTINGS=" + filepath.Join(dir, "cloud_builder"),
 		"CB_RUNNER_ROOT=" + s.runnerRoot,
 		"CB_REPO_ROOT=" + s.repoRoot,

@@ -56,6 +56,24 @@ func TestUp(t *testing.T) {
 		}
 		return true
 	})
+	// The terminal: a banner, then one readable line per build event;
+	// no service or Kafka client chatter at the default level.
+	termOut := upProc.log.String()
+	for _, want := range []string{"Cloud Builder is up", "Build events",
+		"accepted   projects/Debian/cb-hello bookworm.x86_64",
+		"buildroot  projects/Debian/cb-hello bookworm.x86_64",
+		"built      projects/Debian/cb-hello bookworm.x86_64 in ",
+		"published  projects/Debian/bookworm (deb) in ",
+		"built      projects/images/debian/cb-image-tbz standard.x86_64 in "} {
+		if !strings.Contains(termOut, want) {
+			t.Errorf("cb up's output lacks %q:\n%s", want, tail(termOut, 4000))
+		}
+	}
+	for _, chatter := range []string{"component=kafka", "level=INFO", "level=DEBUG"} {
+		if strings.Contains(termOut, chatter) {
+			t.Errorf("cb up's default output has %q lines:\n%s", chatter, tail(termOut, 4000))
+		}
+	}
 	runnerRoot := filepath.Join(state, "runner")
 	out := aptInstall(t, runnerRoot, repoURL, "projects/Debian/cb-hello", "projects/Debian/bookworm", "cb-hello", "cb-hello")
 	if !strings.Contains(strings.ToLower(out), "hello") {
@@ -84,6 +102,9 @@ func TestUp(t *testing.T) {
 	upProc.stop(2 * time.Minute)
 	if code := upProc.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("cb up exited %d after SIGTERM", code)
+	}
+	if strings.Contains(upProc.log.String(), "component=kafka") {
+		t.Errorf("cb up's Kafka client complained on the way out:\n%s", tail(upProc.log.String(), 2000))
 	}
 	if left := processesMentioning(state); len(left) > 0 {
 		t.Fatalf("processes left after stop: %v", left)

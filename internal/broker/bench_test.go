@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/message"
 )
 
 // benchTopic makes a fresh topic name per benchmark round, so that each
@@ -32,13 +34,43 @@ func benchCluster(b *testing.B, fsync bool) *Embedded {
 // partition of the embedded broker (persisting to disk, with and without
 // fsync): a bulk producer
 // with a final flush, and a direct reader that must see every record.
+// Payloads: 256 zero bytes, and a final build response as the services
+// publish it (YAML, about 1 KiB), which compresses like real traffic.
 func BenchmarkPublishConsume(b *testing.B) {
+	response := benchResponse(b)
 	for _, fsync := range []bool{false, true} {
-		b.Run("fsync="+strconv.FormatBool(fsync), func(b *testing.B) { benchPublishConsume(b, fsync) })
+		b.Run("fsync="+strconv.FormatBool(fsync), func(b *testing.B) {
+			b.Run("payload=zeros256", func(b *testing.B) { benchPublishConsume(b, fsync, make([]byte, 256)) })
+			b.Run("payload=response", func(b *testing.B) { benchPublishConsume(b, fsync, response) })
+		})
 	}
 }
 
-func benchPublishConsume(b *testing.B, fsync bool) {
+// benchResponse is a package build's final response.
+func benchResponse(b *testing.B) []byte {
+	root := "/var/tmp/CB/projects/Debian/cb-hello@bookworm.x86_64"
+	resp := &message.Response{
+		SchemaVersion: message.SchemaVersion, RequestID: "9d340462-3f21-4a2d-8647-5896bb207eae",
+		Identity: "CBRun:10.0.0.5:5279:projects/Debian/cb-hello", Project: "projects/Debian/cb-hello",
+		ResponseCode: message.PackageBuildSucceeded, Message: "Package build finished",
+		Package: &message.PackageResult{
+			PrepareLogFile: root + ".prepare.log", LogFile: root + ".build.log", SolverFile: root + ".solver.json",
+			BinaryPackages: []string{
+				root + ".binaries/projects/Debian/bookworm/amd64/cb-hello-dbgsym_1.0.0-1_amd64.deb",
+				root + ".binaries/projects/Debian/bookworm/amd64/cb-hello_1.0.0-1_amd64.deb",
+				root + ".binaries/projects/Debian/bookworm/source/cb-hello_1.0.0-1.dsc",
+				root + ".binaries/projects/Debian/bookworm/source/cb-hello_1.0.0-1.tar.xz",
+			},
+		},
+	}
+	data, err := message.Encode(resp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
+
+func benchPublishConsume(b *testing.B, fsync bool, value []byte) {
 	e := benchCluster(b, fsync)
 	ctx := context.Background()
 	cl, err := New(Options{Brokers: e.Addrs(), Logger: testLogger()})
@@ -46,7 +78,6 @@ func benchPublishConsume(b *testing.B, fsync bool) {
 		b.Fatal(err)
 	}
 	defer cl.Close()
-	value := make([]byte, 256)
 	var msgs int
 	var spent time.Duration
 

@@ -27,6 +27,7 @@ type Record struct {
 	Offset    int64
 	Value     []byte
 	Timestamp time.Time
+	Headers   []Header
 
 	// leaderEpoch goes back to the broker with the commit so that a
 	// consumer resuming from it can detect log truncation.
@@ -367,14 +368,18 @@ func (c *Consumer) collect(fetches kgo.Fetches) []Record {
 		defer c.mu.Unlock()
 	}
 	fetches.EachRecord(func(r *kgo.Record) {
-		recs = append(recs, Record{
+		rec := Record{
 			Topic:       r.Topic,
 			Partition:   r.Partition,
 			Offset:      r.Offset,
 			Value:       r.Value,
 			Timestamp:   r.Timestamp,
 			leaderEpoch: r.LeaderEpoch,
-		})
+		}
+		for _, h := range r.Headers {
+			rec.Headers = append(rec.Headers, Header{Key: h.Key, Value: string(h.Value)})
+		}
+		recs = append(recs, rec)
 		if !group {
 			return
 		}

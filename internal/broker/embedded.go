@@ -149,7 +149,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 }
 
 func (e *Embedded) ensure(partitions int32, topics []string, logger *slog.Logger) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addrs...), kgo.WithLogger(kslog.New(logger.With("component", "kafka"))))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addrs...), kgo.WithLogger(kslog.New(quietKafkaLogger(logger.With("component", "kafka")))))
 	if err != nil {
 		return fmt.Errorf("embedded broker: %w", err)
 	}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -60,17 +59,22 @@ func runBroker(ctx context.Context, env *Env, args []string) int {
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	logger := common.Logger(env.Stderr, "broker")
-
+	var c checks
 	if dataDir == "" {
-		return fail(env, "broker", errors.New("--data-dir is empty: the broker keeps requests on disk"))
+		c.add("--data-dir is empty: the broker keeps requests on disk")
 	}
 	if *partitions < 1 || *partitions > 10000 {
-		return fail(env, "broker", fmt.Errorf("--partitions %d: want 1 to 10000", *partitions))
+		c.add("--partitions %d: want 1 to 10000", *partitions)
 	}
-	cfg, err := config.LoadBrokerFile(*brokerConfig)
+	c.addr("--listen", *listen)
+	c.addr("--metrics-listen", *metricsListen)
+	if code, ok := c.report(env, "broker"); !ok {
+		return code
+	}
+	logger := common.Logger(env.Stderr, "broker")
+	cfg, err := loadConfig(logger, *brokerConfig, "")
 	if err != nil {
-		return fail(env, "broker", err)
+		return badConfig(env, "broker", err)
 	}
 	if g := cfg.Runner.Group; g != "" {
 		if err := groups.Set(g); err != nil {

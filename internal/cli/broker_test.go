@@ -128,9 +128,11 @@ func TestBrokerCommandFlags(t *testing.T) {
 		{"check config", []string{"--data-dir", "x", "--check-config"}, ExitOK, "configuration ok"},
 		{"help", []string{"--help"}, ExitOK, "--runner-group"},
 		{"bad group", []string{"--runner-group", "a/b"}, ExitUsage, "only letters, digits"},
-		{"no partitions", []string{"--partitions", "0"}, ExitFailure, "--partitions 0"},
-		{"empty data dir", []string{"--data-dir", ""}, ExitFailure, "--data-dir is empty"},
-		{"bad listen", []string{"--listen", "nowhere", "--data-dir", "DATA"}, ExitFailure, "listen address"},
+		{"no partitions", []string{"--partitions", "0"}, ExitUsage, "--partitions 0"},
+		{"empty data dir", []string{"--data-dir", ""}, ExitUsage, "--data-dir is empty"},
+		{"bad listen", []string{"--listen", "nowhere", "--data-dir", "DATA"}, ExitUsage, "want host:port"},
+		{"port out of range", []string{"--listen", "127.0.0.1:70000", "--data-dir", "DATA"}, ExitUsage, "0 to 65535"},
+		{"bad log level", []string{"--log-level", "loud"}, ExitUsage, "--log-level"},
 		{"extra argument", []string{"extra"}, ExitUsage, "unexpected argument"},
 	}
 	for _, tt := range tests {

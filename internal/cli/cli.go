@@ -218,6 +218,12 @@ func parse(fs *flag.FlagSet, args []string) (code int, done bool) {
 		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
 		return ExitUsage, true
 	}
+	if l, f := fs.Lookup("log-level"), fs.Lookup("log-format"); l != nil && f != nil {
+		if err := validLogFlags(l.Value.String(), f.Value.String()); err != nil {
+			fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+			return ExitUsage, true
+		}
+	}
 	return 0, false
 }
 

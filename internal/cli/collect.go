@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -17,27 +18,29 @@ func init() {
 }
 
 // runCollect is cb-collect. Defaults come from /etc/cloud_builder
-// (CB_PROJECT, CB_BRANCH, CB_UPDATE) and the collector: block of the broker
+// (CB_PROJECT, CB_BRANCH, CB_UPDATE) and the collector: block of the runner
 // config; flags override both.
 func runCollect(ctx context.Context, env *Env, args []string) int {
 	paths := env.Paths()
 	settings, err := config.LoadSettingsFile(paths.Settings)
 	if err != nil {
-		return fail(env, "collect", err)
+		return badConfig(env, "collect", err)
 	}
 	interval := 30
 	if v := settings["CB_UPDATE"]; v != "" {
 		if interval, err = strconv.Atoi(v); err != nil || interval <= 0 {
-			return fail(env, "collect", fmt.Errorf("%s: CB_UPDATE=%q is not a positive number of seconds", paths.Settings, v))
+			fmt.Fprintf(env.Stderr, "cb-collect: %s: CB_UPDATE=%q is not a positive number of seconds\n", paths.Settings, v)
+			return ExitUsage
 		}
 	}
 	fs, common := newFlagSet(env, "collect", "[--project=<git url>] [--branch=] [--update-interval=30] [flags]")
 	var c collect.Config
-	brokerConfig := fs.String("broker-config", paths.BrokerConfig, "broker config file whose collector: block gives defaults (env CB_BROKER_CONFIG)")
+	fs.String("broker-config", paths.BrokerConfig, "ignored: the collector talks to no broker; its settings are in the runner config")
+	runnerConfig := fs.String("runner-config", paths.RunnerConfig, "runner config file whose collector: block gives defaults (env "+config.EnvRunnerConfig+")")
 	fs.StringVar(&c.Project, "project", settings["CB_PROJECT"], "git URL of the sources repository, for cleanup (CB_PROJECT)")
 	fs.StringVar(&c.Branch, "branch", settings["CB_BRANCH"], "branch of the sources repository (CB_BRANCH; default: the remote's)")
 	fs.IntVar(&interval, "update-interval", interval, "seconds between cleanup passes (CB_UPDATE)")
-	fs.StringVar(&c.Listen, "listen", "", "address to serve on (default: collector.listen of the broker config, else 127.0.0.1:8080)")
+	fs.StringVar(&c.Listen, "listen", "", "address to serve on (default: collector.listen of the runner config, else 127.0.0.1:8080)")
 	fs.StringVar(&c.RepoRoot, "repo-root", paths.RepoRoot, "served repository tree (env CB_REPO_ROOT)")
 	fs.StringVar(&c.StateDir, "state-dir", "/var/lib/cloud_builder/collect", "private state: signing key, staging, sources checkout")
 	fs.StringVar(&c.Token, "token", "", "upload bearer token (prefer --token-file)")
@@ -54,11 +57,20 @@ func runCollect(ctx context.Context, env *Env, args []string) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	bc, err := config.LoadBrokerFile(*brokerConfig)
-	if err != nil {
-		return fail(env, "collect", err)
+	var chk checks
+	chk.atLeast("--update-interval", interval, 1)
+	chk.addr("--listen", c.Listen)
+	if code, ok := chk.report(env, "collect"); !ok {
+		return code
 	}
-	ep := bc.Collector
+	c.Logger = common.Logger(env.Stderr, "collect")
+	rc, found, err := config.LoadRunnerFile(*runnerConfig)
+	if err != nil {
+		return badConfig(env, "collect", err)
+	}
+	_, serr := os.Stat(paths.Settings)
+	logConfig(c.Logger, nil, configFile{"runner_config", *runnerConfig, found}, configFile{"settings", paths.Settings, serr == nil})
+	ep := rc.Collector
 	for _, d := range []struct {
 		flag     string
 		dst, val *string
@@ -70,8 +82,11 @@ func runCollect(ctx context.Context, env *Env, args []string) int {
 			*d.dst = *d.val
 		}
 	}
-	if interval <= 0 {
-		return fail(env, "collect", fmt.Errorf("--update-interval must be positive, got %d", interval))
+	if !set["listen"] && ep.Listen != "" {
+		if err := checkAddr(ep.Listen); err != nil {
+			fmt.Fprintf(env.Stderr, "cb-collect: %s: collector.listen %q: %v\n", *runnerConfig, ep.Listen, err)
+			return ExitUsage
+		}
 	}
 	c.UpdateInterval = time.Duration(interval) * time.Second
 	if c.Project != "" {
@@ -88,7 +103,6 @@ func runCollect(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintln(env.Stdout, "configuration ok")
 		return ExitOK
 	}
-	c.Logger = common.Logger(env.Stderr, "collect")
 	s, err := collect.New(c)
 	if err != nil {
 		return fail(env, "collect", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/config"
@@ -20,7 +21,7 @@ func init() {
 // within the timeout (1 is a failed build, 2 bad flags).
 const ExitTimeout = 3
 
-// ctlEnvArtifactToken overrides cbctl.yml's artifacts.token.
+// ctlEnvArtifactToken overrides cbctl.artifacts.token of the runner config.
 const ctlEnvArtifactToken = "CB_ARTIFACT_TOKEN"
 
 const ctlSynopsis = `<command> [flags]
@@ -35,11 +36,16 @@ Commands (one of):
   --build-log=<pkg|img> --project-path= --arch= (--dist=|--selection=) [--keep-open] [--timeout=]
   --build-info=<pkg|img> --project-path= --arch= (--dist=|--selection=) [--timeout=]
   --get-binaries=<pkg|img> --project-path= --arch= --target-dir= (--dist=|--selection=)
-  --watch [--filter-request-id=] [--filter-service-name=cb-run|...] [--timeout=]
+  --watch [--filter-request-id=] [--filter-service-name=cb-run|...] [--since=] [--timeout=]
   --follow-request-id=<id> [--timeout=]
 
 Exit status: 0 success, 1 failure (failed build, no runner answered, broker
-unreachable), 2 bad flags, 3 --wait/--follow-request-id timed out.`
+unreachable), 2 bad flags or configuration, 3 --wait/--follow-request-id timed out.
+
+--watch starts at now; with --filter-request-id it starts at the oldest
+retained response, so the request's whole history is shown, then
+followed. --since (a duration like 1h, or a time like 2026-11-30T09:00:00Z)
+brings history back for any watch.`
 
 type ctlFlags struct {
 	buildPackage, buildImage, buildDeps, buildLog, buildInfo, getBinaries string
@@ -47,10 +53,10 @@ type ctlFlags struct {
 	followRequestID                                                       string
 
 	projectPath, arch, dist, selection, runnerGroup, targetDir string
-	filterRequestID, filterService                             string
+	filterRequestID, filterService, since                      string
 	clean, keepOpen, wait                                      bool
 	timeout                                                    float64
-	brokerConfig, ctlConfig                                    string
+	brokerConfig, ctlConfig, runnerConfig                      string
 }
 
 func runCtl(ctx context.Context, env *Env, args []string) int {
@@ -79,12 +85,14 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 	fs.StringVar(&f.targetDir, "target-dir", "", "directory --get-binaries writes to")
 	fs.StringVar(&f.filterRequestID, "filter-request-id", "", "--watch: only responses to this request id")
 	fs.StringVar(&f.filterService, "filter-service-name", "", "--watch: only responses of this service (cb-run, cb-scheduler, ...)")
+	fs.StringVar(&f.since, "since", "", "--watch: start this long ago (1h, 30m) or at this time (RFC 3339); default: now, or the oldest response with --filter-request-id")
 	fs.BoolVar(&f.clean, "clean", false, "--build-package-local: remove the buildroot after a successful build")
 	fs.BoolVar(&f.keepOpen, "keep-open", false, "--build-log: follow the logs until the build ends")
 	fs.BoolVar(&f.wait, "wait", false, "--build-package/--build-image: follow the request to its end; exit 0 on success, 1 on failure, 3 on timeout")
 	fs.Float64Var(&f.timeout, "timeout", ctl.DefaultTimeout.Seconds(), "seconds of broker silence before giving up")
 	fs.StringVar(&f.brokerConfig, "broker-config", env.Paths().BrokerConfig, "broker config file (env "+config.EnvBrokerConfig+")")
 	fs.StringVar(&f.ctlConfig, "ctl-config", env.Paths().CtlConfig, "cbctl.yml (env "+config.EnvCtlConfig+")")
+	fs.StringVar(&f.runnerConfig, "runner-config", env.Paths().RunnerConfig, "runner config whose cbctl.artifacts block holds the artifact credentials, and broker.sasl (env "+config.EnvRunnerConfig+")")
 	if code, done := parse(fs, args); done {
 		return code
 	}
@@ -98,6 +106,10 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 	}
 	if f.timeout <= 0 {
 		return usageErr("--timeout must be positive")
+	}
+	since, err := parseSince(f.since, time.Now())
+	if err != nil {
+		return usageErr("--since: %v", err)
 	}
 
 	// Commands without a broker.
@@ -121,12 +133,22 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 	logger := common.Logger(env.Stderr, "cb-ctl")
 	bcfg, err := config.LoadBrokerFile(f.brokerConfig)
 	if err != nil {
-		return fail(env, "ctl", err)
+		return badConfig(env, "ctl", err)
+	}
+	rcfg, found, err := config.LoadRunnerFile(f.runnerConfig)
+	if err != nil {
+		return badConfig(env, "ctl", err)
+	}
+	bcfg.Broker.SASL = rcfg.Broker.SASL
+	if found {
+		bcfg.RunnerFile = f.runnerConfig
 	}
 	ccfg, err := config.LoadCtlFile(f.ctlConfig)
 	if err != nil {
-		return fail(env, "ctl", err)
+		return badConfig(env, "ctl", err)
 	}
+	_, ctlErr := os.Stat(f.ctlConfig)
+	logConfig(logger, bcfg, append(brokerFiles(bcfg, f.brokerConfig, f.runnerConfig), configFile{"ctl_config", f.ctlConfig, ctlErr == nil})...)
 	opts, err := brokerOptions(bcfg, logger, "cb-ctl")
 	if err != nil {
 		return fail(env, "ctl", fmt.Errorf("%s: %w", f.brokerConfig, err))
@@ -136,7 +158,12 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 
 	switch cmd {
 	case "watch":
-		o := ctl.WatchOptions{RequestID: f.filterRequestID}
+		o := ctl.WatchOptions{RequestID: f.filterRequestID, Since: since}
+		if o.RequestID != "" && o.Since.IsZero() {
+			// The request may have been sent (and answered) before
+			// the watch started: show its whole history.
+			o.FromStart = true
+		}
 		if f.filterService != "" {
 			if o.Service, err = ctl.ServiceName(f.filterService); err != nil {
 				return usageErr("--filter-service-name: %v", err)
@@ -188,14 +215,14 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 	}
 
 	// Artifact commands talk to the runners over HTTP.
-	client.HTTP, err = ctl.HTTPClient(ccfg.Artifacts)
+	client.HTTP, err = ctl.HTTPClient(rcfg.Ctl.Artifacts)
 	if err != nil {
-		return fail(env, "ctl", fmt.Errorf("%s: %w", f.ctlConfig, err))
+		return fail(env, "ctl", fmt.Errorf("%s: cbctl.artifacts: %w", f.runnerConfig, err))
 	}
 	client.ArtifactToken = env.Getenv(ctlEnvArtifactToken)
 	if client.ArtifactToken == "" {
-		if client.ArtifactToken, err = ccfg.Artifacts.ReadToken(); err != nil {
-			return fail(env, "ctl", fmt.Errorf("%s: artifacts: %w", f.ctlConfig, err))
+		if client.ArtifactToken, err = rcfg.Ctl.Artifacts.ReadToken(); err != nil {
+			return fail(env, "ctl", fmt.Errorf("%s: cbctl.artifacts: %w", f.runnerConfig, err))
 		}
 	}
 	switch cmd {
@@ -244,8 +271,8 @@ func (f *ctlFlags) command() (string, error) {
 	if f.keepOpen && cmd != "build-log" {
 		return "", errors.New("--keep-open goes with --build-log")
 	}
-	if (f.filterRequestID != "" || f.filterService != "") && cmd != "watch" {
-		return "", errors.New("--filter-request-id and --filter-service-name go with --watch")
+	if (f.filterRequestID != "" || f.filterService != "" || f.since != "") && cmd != "watch" {
+		return "", errors.New("--filter-request-id, --filter-service-name and --since go with --watch")
 	}
 	return cmd, nil
 }
@@ -260,4 +287,24 @@ func ctlExit(env *Env, err error) int {
 		return ExitTimeout
 	}
 	return fail(env, "ctl", err)
+}
+
+// parseSince reads --since: "" is zero (the default start), a duration
+// counts back from now, anything else must be an RFC 3339 time.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		if d <= 0 {
+			return time.Time{}, fmt.Errorf("%q: want a positive duration", v)
+		}
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, v, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q: want a duration (30m, 2h) or a time (2026-11-30T09:00:00Z)", v)
 }

@@ -15,13 +15,20 @@ import (
 )
 
 // ctlTestEnv returns an Env whose config paths point into a temp dir.
-func ctlTestEnv(t *testing.T, brokerYML, ctlYML string) (*Env, *lockedBuffer, *lockedBuffer, string) {
+// runnerYML, if given, is the runner config.
+func ctlTestEnv(t *testing.T, brokerYML, ctlYML string, runnerYML ...string) (*Env, *lockedBuffer, *lockedBuffer, string) {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
 		config.EnvBrokerConfig: filepath.Join(dir, "broker.yml"),
 		config.EnvCtlConfig:    filepath.Join(dir, "cbctl.yml"),
+		config.EnvRunnerConfig: filepath.Join(dir, "runner.yml"),
 		config.EnvRunnerRoot:   filepath.Join(dir, "runner"),
+	}
+	for _, r := range runnerYML {
+		if err := os.WriteFile(files[config.EnvRunnerConfig], []byte(r), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.WriteFile(files[config.EnvBrokerConfig], []byte(brokerYML), 0o600); err != nil {
 		t.Fatal(err)
@@ -82,8 +89,9 @@ func TestCtlAndInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	brokerYML := "broker:\n  host: " + e.Addrs()[0] + "\nrunner:\n  group: suse\nthis_host: 127.0.0.1\nartifacts:\n  token: tok\n"
-	env, stdout, stderr, root := ctlTestEnv(t, brokerYML, "cluster:\n  runner_count: 1\nartifacts:\n  token: tok\n")
+	brokerYML := "broker:\n  host: " + e.Addrs()[0] + "\nrunner:\n  group: suse\nthis_host: 127.0.0.1\n"
+	env, stdout, stderr, root := ctlTestEnv(t, brokerYML, "cluster:\n  runner_count: 1\n",
+		"artifacts:\n  token: tok\ncbctl:\n  artifacts:\n    token: tok\n")
 
 	tg, err := target.New(root, "projects/MS/xclock", "TW", "x86_64")
 	if err != nil {

@@ -2,9 +2,9 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
@@ -30,6 +30,7 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 	initialBuild := fs.Bool("initial-build", false, "on the first start without state, request every target once instead of only recording the head")
 	sources := fs.String("sources", paths.Sources, "the source checkout (env "+config.EnvSources+")")
 	brokerConfig := fs.String("broker-config", paths.BrokerConfig, "broker config file (env "+config.EnvBrokerConfig+")")
+	runnerConfig := fs.String("runner-config", paths.RunnerConfig, "runner config file: SASL (env "+config.EnvRunnerConfig+")")
 	settingsFile := fs.String("settings", paths.Settings, "service settings file (env "+config.EnvSettings+")")
 	thisHost := fs.String("this-host", "", "host name in response identities (default: this_host of the broker config)")
 	metricsListen := fs.String("metrics-listen", "", "serve /healthz and /metrics on this address")
@@ -41,8 +42,10 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 
 	settings, err := config.LoadSettingsFile(*settingsFile)
 	if err != nil {
-		return fail(env, "fetch", err)
+		return badConfig(env, "fetch", err)
 	}
+	_, serr := os.Stat(*settingsFile)
+	settingsLog := configFile{"settings", *settingsFile, serr == nil}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *project == "" {
@@ -53,7 +56,8 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 	}
 	if v := settings["CB_UPDATE"]; !set["update-interval"] && v != "" {
 		if err := interval.Set(v); err != nil {
-			return fail(env, "fetch", fmt.Errorf("%s: CB_UPDATE: %w", *settingsFile, err))
+			fmt.Fprintf(env.Stderr, "cb-fetch: %s: CB_UPDATE: %v\n", *settingsFile, err)
+			return ExitUsage
 		}
 	}
 	if *project == "" {
@@ -68,8 +72,11 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 			return fail(env, "fetch", fmt.Errorf("--branch: %w", err))
 		}
 	}
-	if interval.d <= 0 {
-		return fail(env, "fetch", errors.New("--update-interval: must be positive"))
+	var c checks
+	c.positive("--update-interval", interval.d)
+	c.addr("--metrics-listen", *metricsListen)
+	if code, ok := c.report(env, "fetch"); !ok {
+		return code
 	}
 	cfg := fetch.Config{
 		URL: *project, Branch: *branch, Dir: *sources, StateFile: *stateFile,
@@ -79,6 +86,7 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 	if *singleShot {
 		// Only the checkout: no broker needed, so a runner can fetch its
 		// sources at boot before the broker is reachable.
+		logConfig(logger, nil, settingsLog)
 		if *checkConfig {
 			fmt.Fprintln(env.Stdout, "configuration ok")
 			return ExitOK
@@ -89,9 +97,9 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 		return ExitOK
 	}
 
-	bcfg, err := config.LoadBrokerFile(*brokerConfig)
+	bcfg, err := loadConfig(logger, *brokerConfig, *runnerConfig, settingsLog)
 	if err != nil {
-		return fail(env, "fetch", err)
+		return badConfig(env, "fetch", err)
 	}
 	opts, err := brokerOptions(bcfg, logger, "cb-fetch")
 	if err != nil {

@@ -63,8 +63,8 @@ func TestFetchCommandRejects(t *testing.T) {
 		{"remote helper URL", "", []string{"--project=ext::sh -c id"}, ExitFailure, "remote helpers"},
 		{"option as URL", "", []string{"--project=--upload-pack=id"}, ExitFailure, "starts with '-'"},
 		{"option as branch", "", []string{"--project=file:///x", "--branch=-f"}, ExitFailure, "invalid branch"},
-		{"bad interval in settings", "CB_PROJECT=file:///x\nCB_UPDATE=soon\n", nil, ExitFailure, "CB_UPDATE"},
-		{"zero interval", "", []string{"--project=file:///x", "--update-interval=0"}, ExitFailure, "must be positive"},
+		{"bad interval in settings", "CB_PROJECT=file:///x\nCB_UPDATE=soon\n", nil, ExitUsage, "CB_UPDATE"},
+		{"zero interval", "", []string{"--project=file:///x", "--update-interval=0"}, ExitUsage, "must be greater than 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, _, stderr, _ := fetchTestEnv(t, tc.settings, "")
@@ -116,6 +116,7 @@ func TestFetchCommandRequestsBuilds(t *testing.T) {
 				if req, err = message.DecodeBuildRequest(r.Value); err != nil {
 					t.Fatal(err)
 				}
+				req.FreshBuildRoot = r.Header(broker.HeaderFreshBuildRoot) == "true"
 			case message.TopicResponse:
 				if resp, err = message.DecodeResponse(r.Value); err != nil {
 					t.Fatal(err)

@@ -26,6 +26,7 @@ const infoDefaultArtifactListen = ":8081"
 func runInfo(ctx context.Context, env *Env, args []string) int {
 	fs, common := newFlagSet(env, "info", "[flags]")
 	brokerConfig := fs.String("broker-config", env.Paths().BrokerConfig, "broker config file (env "+config.EnvBrokerConfig+")")
+	runnerConfig := fs.String("runner-config", env.Paths().RunnerConfig, "runner config file: artifacts endpoint, SASL (env "+config.EnvRunnerConfig+")")
 	runnerRoot := fs.String("runner-root", env.Paths().RunnerRoot, "runner root holding the build targets (env "+config.EnvRunnerRoot+")")
 	thisHost := fs.String("this-host", "", "this runner's address in answers (default: this_host of the broker config)")
 	updateInterval := infoDuration{d: time.Second, unit: time.Second}
@@ -33,17 +34,27 @@ func runInfo(ctx context.Context, env *Env, args []string) int {
 	pollTimeout := infoDuration{d: 5 * time.Second, unit: time.Millisecond}
 	fs.Var(&pollTimeout, "poll-timeout", "bound of one broker poll (milliseconds, or a duration like 5000ms)")
 	respondAlways := fs.Bool("respond-always", false, "answer every request, also for targets never built here, so clients can stop at runner_count answers")
-	artifactListen := fs.String("artifact-listen", "", "artifact endpoint address (default: artifacts.listen of the broker config, else "+infoDefaultArtifactListen+"); \"off\" disables it")
+	artifactListen := fs.String("artifact-listen", "", "artifact endpoint address (default: artifacts.listen of the runner config, else "+infoDefaultArtifactListen+"); \"off\" disables it")
 	artifactURL := fs.String("artifact-url", "", "artifact endpoint URL as clients reach it (default: artifacts.url, else http(s)://<this_host>:<port>)")
 	metricsListen := fs.String("metrics-listen", "", "serve /healthz and /metrics here too (the artifact endpoint serves them as well)")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
 	if code, done := parse(fs, args); done {
 		return code
 	}
+	var c checks
+	c.positive("--update-interval", updateInterval.d)
+	c.positive("--poll-timeout", pollTimeout.d)
+	if *artifactListen != "off" {
+		c.addr("--artifact-listen", *artifactListen)
+	}
+	c.addr("--metrics-listen", *metricsListen)
+	if code, ok := c.report(env, "info"); !ok {
+		return code
+	}
 	logger := common.Logger(env.Stderr, "info")
-	cfg, err := config.LoadBrokerFile(*brokerConfig)
+	cfg, err := loadConfig(logger, *brokerConfig, *runnerConfig)
 	if err != nil {
-		return fail(env, "info", err)
+		return badConfig(env, "info", err)
 	}
 	opts, err := brokerOptions(cfg, logger, "cb-info")
 	if err != nil {
@@ -56,7 +67,7 @@ func runInfo(ctx context.Context, env *Env, args []string) int {
 	ep := cfg.Artifacts
 	token, err := ep.ReadToken()
 	if err != nil {
-		return fail(env, "info", fmt.Errorf("%s: artifacts: %w", *brokerConfig, err))
+		return fail(env, "info", fmt.Errorf("%s: artifacts: %w", *runnerConfig, err))
 	}
 	listen := *artifactListen
 	if listen == "" {
@@ -64,6 +75,12 @@ func runInfo(ctx context.Context, env *Env, args []string) int {
 	}
 	if listen == "" {
 		listen = infoDefaultArtifactListen
+	}
+	if listen != "off" {
+		if err := checkAddr(listen); err != nil {
+			fmt.Fprintf(env.Stderr, "cb-info: %s: artifacts.listen %q: %v\n", *runnerConfig, listen, err)
+			return ExitUsage
+		}
 	}
 	url := *artifactURL
 	if url == "" {
@@ -73,7 +90,7 @@ func runInfo(ctx context.Context, env *Env, args []string) int {
 		Listen: listen, Logger: logger}
 	serveArtifacts := listen != "off"
 	if serveArtifacts && token == "" && ep.ClientCA == "" {
-		logger.Warn("artifact endpoint disabled: set artifacts.token, token_file or client_ca in the broker config", "config", *brokerConfig)
+		logger.Warn("artifact endpoint disabled: set artifacts.token, token_file or client_ca in the runner config", "config", *runnerConfig)
 		serveArtifacts = false
 	}
 	if *checkConfig {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -24,6 +23,7 @@ func init() {
 // runnerFlags are shared by cb-scheduler and the job processes it starts.
 type runnerFlags struct {
 	runnerRoot, sources, thisHost, group string
+	runnerConfig                         string
 	brokerHosts                          string
 	collectorURL, collectorTokenFile     string
 	backend, cacheDir                    string
@@ -32,12 +32,13 @@ type runnerFlags struct {
 
 func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	p := env.Paths()
+	fs.StringVar(&f.runnerConfig, "runner-config", p.RunnerConfig, "runner config file: collector and artifact endpoints, SASL (env "+config.EnvRunnerConfig+")")
 	fs.StringVar(&f.runnerRoot, "runner-root", p.RunnerRoot, "runner state directory (env CB_RUNNER_ROOT)")
 	fs.StringVar(&f.sources, "sources", p.Sources, "source checkout (env CB_SOURCES)")
 	fs.StringVar(&f.thisHost, "this-host", "", "name of this machine in identities (default: this_host of the broker config)")
 	fs.StringVar(&f.group, "runner-group", "", "runner group topic (default: runner.group of the broker config, else cb-build-request)")
 	fs.StringVar(&f.brokerHosts, "broker", "", "broker seeds host:port[,host:port] (default: broker.host of the broker config)")
-	fs.StringVar(&f.collectorURL, "collector-url", "", "collector upload URL, e.g. http://repo:8080 (default: collector.url of the broker config; empty keeps results on the runner)")
+	fs.StringVar(&f.collectorURL, "collector-url", "", "collector upload URL, e.g. http://repo:8080 (default: collector.url of the runner config; empty keeps results on the runner)")
 	fs.StringVar(&f.collectorTokenFile, "collector-token-file", "", "file holding the collector upload token (or env CB_COLLECTOR_TOKEN)")
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
@@ -73,7 +74,7 @@ func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
 func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 	args := []string{"--runner-root", f.runnerRoot, "--sources", f.sources,
 		"--this-host", f.thisHost, "--runner-group", f.group, "--broker", f.brokerHosts,
-		"--broker-config", brokerConfig, "--backend", f.backend, "--build-timeout", f.buildTimeout.String()}
+		"--broker-config", brokerConfig, "--runner-config", f.runnerConfig, "--backend", f.backend, "--build-timeout", f.buildTimeout.String()}
 	if f.cacheDir != "" {
 		args = append(args, "--cache-dir", f.cacheDir)
 	}
@@ -119,13 +120,19 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	logger := common.Logger(env.Stderr, "job")
 	if *journalFile == "" {
-		return fail(env, "job", errors.New("--journal is required"))
+		fmt.Fprintln(env.Stderr, "cb-job: --journal is required")
+		return ExitUsage
 	}
-	cfg, err := config.LoadBrokerFile(*brokerConfig)
+	var c checks
+	c.positive("--build-timeout", rf.buildTimeout)
+	if code, ok := c.report(env, "job"); !ok {
+		return code
+	}
+	logger := common.Logger(env.Stderr, "job")
+	cfg, err := loadConfig(logger, *brokerConfig, rf.runnerConfig)
 	if err != nil {
-		return fail(env, "job", err)
+		return badConfig(env, "job", err)
 	}
 	rf.resolve(env, cfg)
 	e, err := journal.Load(*journalFile)

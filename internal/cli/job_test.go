@@ -13,10 +13,10 @@ import (
 func TestJobArgsRoundTrip(t *testing.T) {
 	env := &Env{Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }}
 	for _, in := range []runnerFlags{
-		{runnerRoot: "/var/tmp/CB", sources: "/srv/src", thisHost: "runner-1", group: "debian",
+		{runnerConfig: "/etc/cloud_builder_runner.yml", runnerRoot: "/var/tmp/CB", sources: "/srv/src", thisHost: "runner-1", group: "debian",
 			brokerHosts: "b1:9092,b2:9092", collectorURL: "https://repo:8080", collectorTokenFile: "/etc/cb/token",
 			backend: "native", cacheDir: "/var/cache/cb", buildTimeout: 90 * time.Minute},
-		{runnerRoot: "/r o/o't", sources: "/s", thisHost: "h", group: "g", brokerHosts: "127.0.0.1:9092",
+		{runnerConfig: "/r/runner.yml", runnerRoot: "/r o/o't", sources: "/s", thisHost: "h", group: "g", brokerHosts: "127.0.0.1:9092",
 			backend: "auto", buildTimeout: time.Hour},
 	} {
 		fs := flag.NewFlagSet("job", flag.ContinueOnError)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/cloud-builder/cb/internal/broker"
-	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/target"
@@ -59,7 +58,7 @@ func (f *stepFlags) request() (*message.BuildRequest, error) {
 // collector unless --local.
 func (f *stepFlags) config(env *Env, name string) (job.Config, *message.BuildRequest, func(), error) {
 	logger := f.common.Logger(env.Stderr, name)
-	cfg, err := config.LoadBrokerFile(f.brokerConfig)
+	cfg, err := loadConfig(logger, f.brokerConfig, f.runnerConfig)
 	if err != nil {
 		return job.Config{}, nil, nil, err
 	}
@@ -104,7 +103,17 @@ func stepFlagSet(env *Env, name, synopsis string) (*stepFlags, func([]string) (i
 	} else {
 		fs.BoolVar(&f.clean, "clean", false, "accepted for compatibility: buildroots are overlays and never modified")
 	}
-	return f, func(args []string) (int, bool) { return parse(fs, args) }
+	return f, func(args []string) (int, bool) {
+		if code, done := parse(fs, args); done {
+			return code, done
+		}
+		var c checks
+		c.positive("--build-timeout", f.buildTimeout)
+		if code, ok := c.report(env, name); !ok {
+			return code, true
+		}
+		return 0, false
+	}
 }
 
 func runPrepare(ctx context.Context, env *Env, args []string) int {

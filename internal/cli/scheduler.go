@@ -24,7 +24,7 @@ func runScheduler(ctx context.Context, env *Env, args []string) int {
 	var rf runnerFlags
 	rf.register(fs, env)
 	brokerConfig := fs.String("broker-config", env.Paths().BrokerConfig, "broker config file (env CB_BROKER_CONFIG)")
-	fs.Int("update-interval", 10, "accepted for compatibility; consumption is continuous")
+	updateInterval := fs.Int("update-interval", 10, "accepted for compatibility (seconds, at least 1); consumption is continuous")
 	pollTimeout := fs.Int("poll-timeout", 5000, "broker poll timeout in milliseconds")
 	buildLimit := fs.Int("build-limit", 10, "maximum number of builds running at once")
 	repoServer := fs.String("repo-server", "", "original option: collector host; an http(s) URL is used as --collector-url")
@@ -35,10 +35,19 @@ func runScheduler(ctx context.Context, env *Env, args []string) int {
 	if code, done := parse(fs, args); done {
 		return code
 	}
+	var c checks
+	c.atLeast("--build-limit", *buildLimit, 1)
+	c.atLeast("--poll-timeout", *pollTimeout, 1)
+	c.atLeast("--update-interval", *updateInterval, 1)
+	c.positive("--build-timeout", rf.buildTimeout)
+	c.addr("--metrics-listen", *metricsListen)
+	if code, ok := c.report(env, "scheduler"); !ok {
+		return code
+	}
 	logger := common.Logger(env.Stderr, "scheduler")
-	cfg, err := config.LoadBrokerFile(*brokerConfig)
+	cfg, err := loadConfig(logger, *brokerConfig, rf.runnerConfig)
 	if err != nil {
-		return fail(env, "scheduler", err)
+		return badConfig(env, "scheduler", err)
 	}
 	if strings.HasPrefix(*repoServer, "http://") || strings.HasPrefix(*repoServer, "https://") {
 		rf.collectorURL = *repoServer

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
 	"strings"
 	"time"
@@ -37,7 +38,11 @@ type upFlags struct {
 }
 
 func runUp(ctx context.Context, env *Env, args []string) int {
-	fs, common := newFlagSet(env, "up", "[--project URL] [--state-dir DIR] [flags]")
+	fs, common := newFlagSet(env, "up", "[--project URL] [--state-dir DIR] [flags]\n\nThe terminal shows a banner and one line per build event; --log-level info\nadds the services' own lines, --log-level debug the Kafka client's as well.")
+	// The build event lines are what a person at the terminal follows;
+	// the services' info lines would bury them.
+	_ = fs.Set("log-level", "warn")
+	fs.Lookup("log-level").DefValue = "warn"
 	var f upFlags
 	fs.StringVar(&f.project, "project", "", "git URL of the source repository (default: the shipped examples, as a local git repository in the state dir)")
 	fs.StringVar(&f.branch, "branch", "", "branch of --project (default: the remote's default branch)")
@@ -52,6 +57,19 @@ func runUp(ctx context.Context, env *Env, args []string) int {
 	fs.IntVar(&f.buildLimit, "build-limit", 2, "builds running at once")
 	fs.DurationVar(&f.interval, "update-interval", 30*time.Second, "how often the source repository is checked for changes")
 	if code, done := parse(fs, args); done {
+		return code
+	}
+	var c checks
+	c.atLeast("--build-limit", f.buildLimit, 1)
+	c.positive("--update-interval", f.interval)
+	c.addr("--broker-listen", f.brokerListen)
+	c.addr("--repo-listen", f.repoListen)
+	c.addr("--artifact-listen", f.artifactListen)
+	c.addr("--metrics-listen", f.metrics)
+	if f.stateDir == "" {
+		c.add("--state-dir is empty")
+	}
+	if code, ok := c.report(env, "up"); !ok {
 		return code
 	}
 	logger := common.Logger(env.Stderr, "up")
@@ -71,14 +89,14 @@ func defaultStateDir() string {
 // upState are the paths below the state dir.
 type upState struct {
 	root, broker, sources, runner, repo, collector, cache, origin, work string
-	brokerConfig, ctlConfig, artifactToken                              string
+	brokerConfig, runnerConfig, ctlConfig, artifactToken                string
 }
 
 func newUpState(dir string) upState {
 	j := func(p string) string { return filepath.Join(dir, p) }
 	return upState{root: dir, broker: j("broker"), sources: j("sources"), runner: j("runner"), repo: j("repo"),
 		collector: j("collector"), cache: j("cache/buildroot"), origin: j("examples.git"), work: j("examples-work"),
-		brokerConfig: j("broker.yml"), ctlConfig: j("cbctl.yml"), artifactToken: j("artifact.token")}
+		brokerConfig: j("broker.yml"), runnerConfig: j("runner.yml"), ctlConfig: j("cbctl.yml"), artifactToken: j("artifact.token")}
 }
 
 func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *upFlags) error {
@@ -105,6 +123,9 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		f.branch = "main"
 	}
 
+	events := newBuildEvents(env.Stdout)
+	eventsFrom := time.Now()
+
 	// The broker first: every other part talks through it.
 	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{
 		Listen: f.brokerListen, DataDir: st.broker, Partitions: 1, Topics: []string{f.group}, Logger: logger,
@@ -122,6 +143,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	coll, err := collect.New(collect.Config{
 		RepoRoot: st.repo, StateDir: st.collector, Listen: f.repoListen,
 		Project: project, Branch: f.branch, UpdateInterval: f.interval, Logger: logger.With("component", "collect"),
+		Published: events.published,
 	})
 	if err != nil {
 		return err
@@ -133,23 +155,19 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	repoURL := "http://" + f.repoListen
 	artifactURL := "http://" + f.artifactListen
 
-	// Configuration files for the job processes and for the user's cb-ctl.
-	brokerCfg := &config.Broker{
-		Broker:    config.BrokerSection{Host: brokerHost},
-		Runner:    config.RunnerSection{Group: f.group},
-		ThisHost:  "127.0.0.1",
-		Collector: config.Endpoint{URL: repoURL, TokenFile: uploadTokenFile},
-		Artifacts: config.Endpoint{Listen: f.artifactListen, URL: artifactURL, TokenFile: st.artifactToken},
-	}
-	ctlCfg := &config.Ctl{Cluster: config.Cluster{RunnerCount: 1}, Artifacts: config.Endpoint{TokenFile: st.artifactToken}}
-	if err := config.WriteFile(st.brokerConfig, brokerCfg); err != nil {
-		return err
-	}
-	if err := config.WriteFile(st.ctlConfig, ctlCfg); err != nil {
-		return err
+	// Configuration files for the job processes and for the user's
+	// cb-ctl, ours and the original's: broker.yml and cbctl.yml hold only
+	// the original's keys, so its tools can share them.
+	for p, c := range upConfigs(st, brokerHost, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL) {
+		if err := config.WriteFile(p, c); err != nil {
+			return err
+		}
 	}
 	cfg, err := config.LoadBrokerFile(st.brokerConfig)
 	if err != nil {
+		return err
+	}
+	if err := cfg.LoadRunnerFile(st.runnerConfig); err != nil {
 		return err
 	}
 	opts, err := brokerOptions(cfg, logger, "cb-up")
@@ -185,7 +203,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		return info.Run(gctx, info.Config{Broker: opts, Root: st.runner, ThisHost: "127.0.0.1", ArtifactURL: artifactURL,
 			Logger: logger.With("component", "info")})
 	})
-	rf := &runnerFlags{runnerRoot: st.runner, sources: st.sources, thisHost: "127.0.0.1", group: f.group,
+	rf := &runnerFlags{runnerConfig: st.runnerConfig, runnerRoot: st.runner, sources: st.sources, thisHost: "127.0.0.1", group: f.group,
 		brokerHosts: brokerHost, collectorURL: repoURL, collectorTokenFile: uploadTokenFile, backend: f.backend,
 		cacheDir: st.cache, buildTimeout: 4 * time.Hour}
 	g.Go("scheduler", func() error {
@@ -197,6 +215,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		return fetch.Run(gctx, fetch.Config{URL: project, Branch: f.branch, Dir: st.sources, Interval: f.interval,
 			InitialBuild: true, ThisHost: "127.0.0.1", Publisher: client, Logger: logger.With("component", "fetch")})
 	})
+	g.Go("events", func() error { return events.run(gctx, opts, eventsFrom) })
 	g.Go("metrics", func() error {
 		return metrics.Serve(gctx, f.metrics, metrics.Mux(client.Ping), logger, func(a net.Addr) { ready("health and metrics", a) })
 	})
@@ -211,6 +230,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 				places = append(places, fmt.Sprintf("  %-22s %s", p.name, p.addr))
 			}
 		}
+		defer events.release()
 		fmt.Fprintf(env.Stdout, "Cloud Builder is up (state in %s)\n", st.root)
 		fmt.Fprintf(env.Stdout, "  %-22s %s\n", "broker", brokerHost)
 		fmt.Fprintf(env.Stdout, "  %-22s %s/  (status: %s/api/v1/status)\n", "repositories", repoURL, repoURL)
@@ -218,10 +238,14 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 			fmt.Fprintln(env.Stdout, p)
 		}
 		fmt.Fprintf(env.Stdout, "  %-22s %s\n", "source repository", project)
-		fmt.Fprintf(env.Stdout, "\nTalk to it with cb-ctl:\n  export CB_BROKER_CONFIG=%s CB_CTL_CONFIG=%s\n  cb-ctl --watch\n", st.brokerConfig, st.ctlConfig)
+		fmt.Fprintf(env.Stdout, "\nTalk to it with cb-ctl:\n  export CB_BROKER_CONFIG=%s CB_RUNNER_CONFIG=%s CB_CTL_CONFIG=%s\n  cb-ctl --watch\n", st.brokerConfig, st.runnerConfig, st.ctlConfig)
+		fmt.Fprintf(env.Stdout, "\nBuild events (more detail: --log-level info):\n")
 	}()
 	err = g.Wait()
 	logger.Info("stopped", "cause", context.Cause(ctx))
+	// The last client goes before the broker, or it would warn about the
+	// broker being gone on the way out.
+	client.Close()
 	return errors.Join(err, emb.Close())
 }
 
@@ -309,4 +333,28 @@ func readOrCreateToken(path string) (string, error) {
 		return "", fmt.Errorf("write token: %w", err)
 	}
 	return tok, nil
+}
+
+// upConfigs returns the configuration files cb up writes, by path. The
+// broker config and cbctl.yml pass the original's schemas
+// (cloud_builder_broker_schema, cbctl_config_schema); what only this
+// implementation knows goes to the runner config.
+func upConfigs(st upState, brokerHost, group, repoURL, uploadTokenFile, artifactListen, artifactURL string) map[string]any {
+	user, home := "root", os.Getenv("HOME")
+	if u, err := osuser.Current(); err == nil {
+		user, home = u.Username, u.HomeDir
+	}
+	runner := &config.Runner{
+		Collector: config.Endpoint{URL: repoURL, TokenFile: uploadTokenFile},
+		Artifacts: config.Endpoint{Listen: artifactListen, URL: artifactURL, TokenFile: st.artifactToken},
+	}
+	runner.Ctl.Artifacts = config.Endpoint{TokenFile: st.artifactToken}
+	return map[string]any{
+		st.brokerConfig: &config.Broker{Broker: config.BrokerSection{Host: brokerHost}, Runner: config.RunnerSection{Group: group}, ThisHost: "127.0.0.1"},
+		st.runnerConfig: runner,
+		// ssh_user and ssh_pkey_file are required by the original's
+		// schema, which fetches logs over ssh; this cb-ctl uses the
+		// artifact endpoint instead.
+		st.ctlConfig: &config.Ctl{Cluster: config.Cluster{SSHUser: user, SSHPkeyFile: filepath.Join(home, ".ssh", "id_rsa"), RunnerCount: 1}},
+	}
 }

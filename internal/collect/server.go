@@ -48,6 +48,10 @@ type Config struct {
 
 	MaxUploadSize int64 // bytes per upload, 8 GiB when zero
 	Logger        *slog.Logger
+	// Published, if set, is called after a repository's metadata was
+	// published, with the repository path (projects/MS/TW), its type
+	// and how long publishing took. cb up prints it.
+	Published func(repoPath, repoType string, d time.Duration)
 }
 
 const (

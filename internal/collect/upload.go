@@ -289,6 +289,9 @@ func (s *Server) regenerate(ctx context.Context, logger *slog.Logger, r repo.Rep
 	} else {
 		st = repo.Status{LastUpdate: time.Now().UTC()}
 		logger.Info("metadata published", "type", t, "duration", d)
+		if s.cfg.Published != nil {
+			s.cfg.Published(r.Path, string(t), d)
+		}
 	}
 	if werr := r.WriteStatus(st); werr != nil {
 		logger.Warn("cannot record repository status", "err", werr)

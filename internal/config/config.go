@@ -1,8 +1,15 @@
 // Package config reads Cloud Builder's configuration files (SPEC §7):
 // the broker config /etc/cloud_builder_broker.yml, the client config
 // ~/.config/cb/cbctl.yml and the shell-style service settings
-// /etc/cloud_builder. Every path has an environment override so tests and
-// demos never need /etc or /var.
+// /etc/cloud_builder, all as the original services define them, plus the
+// runner config /etc/cloud_builder_runner.yml that holds what only this
+// implementation knows (SASL, artifact and collector endpoints). Every
+// path has an environment override so tests and demos never need /etc or
+// /var.
+//
+// The original's files are shared with the original tools, which refuse
+// any key their schema does not know; so those files hold exactly the
+// original's keys, and every extension lives in the runner config.
 //
 // Decoding is strict: an unknown key is an error, because a misspelt key in
 // a config file silently falling back to a default is worse than a refusal.
@@ -25,6 +32,7 @@ import (
 // Environment variables that override paths.
 const (
 	EnvBrokerConfig = "CB_BROKER_CONFIG"
+	EnvRunnerConfig = "CB_RUNNER_CONFIG"
 	EnvCtlConfig    = "CB_CTL_CONFIG"
 	EnvSettings     = "CB_SETTINGS"
 	EnvRunnerRoot   = "CB_RUNNER_ROOT"
@@ -32,10 +40,15 @@ const (
 	EnvSources      = "CB_SOURCES"
 )
 
+// DefaultRunnerConfig is where the runner config is unless
+// CB_RUNNER_CONFIG says otherwise.
+const DefaultRunnerConfig = "/etc/cloud_builder_runner.yml"
+
 // Paths are the locations of configuration and state, after environment
 // overrides.
 type Paths struct {
 	BrokerConfig string
+	RunnerConfig string
 	CtlConfig    string
 	Settings     string
 	RunnerRoot   string
@@ -51,6 +64,7 @@ func DefaultPaths(getenv func(string) string) Paths {
 	}
 	p := Paths{
 		BrokerConfig: "/etc/cloud_builder_broker.yml",
+		RunnerConfig: DefaultRunnerConfig,
 		CtlConfig:    filepath.Join(home, ".config/cb/cbctl.yml"),
 		Settings:     "/etc/cloud_builder",
 		RunnerRoot:   "/var/tmp/CB",
@@ -61,7 +75,7 @@ func DefaultPaths(getenv func(string) string) Paths {
 		env string
 		dst *string
 	}{
-		{EnvBrokerConfig, &p.BrokerConfig}, {EnvCtlConfig, &p.CtlConfig},
+		{EnvBrokerConfig, &p.BrokerConfig}, {EnvRunnerConfig, &p.RunnerConfig}, {EnvCtlConfig, &p.CtlConfig},
 		{EnvSettings, &p.Settings}, {EnvRunnerRoot, &p.RunnerRoot},
 		{EnvRepoRoot, &p.RepoRoot}, {EnvSources, &p.Sources},
 	} {
@@ -79,7 +93,7 @@ type TLS struct {
 	KeyFile  string `yaml:"ssl_keyfile"`
 }
 
-// SASL is broker.sasl (an extension).
+// SASL is broker.sasl of the runner config.
 type SASL struct {
 	Mechanism string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
 	Username  string `yaml:"username"`
@@ -89,8 +103,9 @@ type SASL struct {
 // BrokerSection is the broker: block.
 type BrokerSection struct {
 	Host string `yaml:"host"`
-	TLS  *TLS   `yaml:"tls"`
-	SASL *SASL  `yaml:"sasl"`
+	TLS  *TLS   `yaml:"tls,omitempty"`
+	// SASL comes from the runner config (see [Broker.LoadRunnerFile]).
+	SASL *SASL `yaml:"-"`
 }
 
 // RunnerSection is the runner: block.
@@ -98,16 +113,17 @@ type RunnerSection struct {
 	Group string `yaml:"group"`
 }
 
-// Endpoint is an HTTP service location with its credentials (extension):
-// the runner's artifact endpoint and the collector's upload endpoint.
+// Endpoint is an HTTP service location with its credentials (runner
+// config): the runner's artifact endpoint and the collector's upload
+// endpoint.
 type Endpoint struct {
-	Listen    string `yaml:"listen"`     // where a server listens
-	URL       string `yaml:"url"`        // how clients reach it
-	Token     string `yaml:"token"`      // shared bearer token
-	TokenFile string `yaml:"token_file"` // or read it from a file
-	TLSCert   string `yaml:"tls_cert"`
-	TLSKey    string `yaml:"tls_key"`
-	ClientCA  string `yaml:"client_ca"`
+	Listen    string `yaml:"listen,omitempty"`     // where a server listens
+	URL       string `yaml:"url,omitempty"`        // how clients reach it
+	Token     string `yaml:"token,omitempty"`      // shared bearer token
+	TokenFile string `yaml:"token_file,omitempty"` // or read it from a file
+	TLSCert   string `yaml:"tls_cert,omitempty"`
+	TLSKey    string `yaml:"tls_key,omitempty"`
+	ClientCA  string `yaml:"client_ca,omitempty"`
 }
 
 // ReadToken returns Token, or the trimmed content of TokenFile.
@@ -122,13 +138,84 @@ func (e Endpoint) ReadToken() (string, error) {
 	return string(bytes.TrimSpace(b)), nil
 }
 
-// Broker is /etc/cloud_builder_broker.yml.
+// Broker is /etc/cloud_builder_broker.yml, the original's keys only, with
+// the settings of the runner config merged in by [Broker.LoadRunnerFile].
 type Broker struct {
-	Broker    BrokerSection `yaml:"broker"`
-	Runner    RunnerSection `yaml:"runner"`
-	ThisHost  string        `yaml:"this_host"`
-	Artifacts Endpoint      `yaml:"artifacts"`
-	Collector Endpoint      `yaml:"collector"`
+	Broker   BrokerSection `yaml:"broker"`
+	Runner   RunnerSection `yaml:"runner"`
+	ThisHost string        `yaml:"this_host"`
+
+	// From the runner config.
+	Artifacts Endpoint `yaml:"-"`
+	Collector Endpoint `yaml:"-"`
+
+	// File is the broker config that was read; "" when it did not exist
+	// and the defaults are in effect. RunnerFile likewise.
+	File       string `yaml:"-"`
+	RunnerFile string `yaml:"-"`
+}
+
+// Runner is /etc/cloud_builder_runner.yml: the settings of this
+// implementation that the original's files cannot hold.
+type Runner struct {
+	Broker struct {
+		SASL *SASL `yaml:"sasl,omitempty"`
+	} `yaml:"broker,omitempty"`
+	// Artifacts is cb-info's artifact endpoint on a runner.
+	Artifacts Endpoint `yaml:"artifacts,omitempty"`
+	// Collector is the collector's upload endpoint: where runners send
+	// results, and what cb-collect serves.
+	Collector Endpoint `yaml:"collector,omitempty"`
+	// CtlArtifacts are cb-ctl's credentials for the runners' artifact
+	// endpoints (cbctl.artifacts).
+	Ctl struct {
+		Artifacts Endpoint `yaml:"artifacts,omitempty"`
+	} `yaml:"cbctl,omitempty"`
+}
+
+// moved names the keys that earlier versions accepted in the original's
+// files and that now belong to the runner config.
+var moved = map[string]string{"broker.sasl": "broker.sasl", "artifacts": "artifacts", "collector": "collector"}
+
+// LoadRunner decodes a runner config strictly.
+func LoadRunner(r io.Reader) (*Runner, error) {
+	c := &Runner{}
+	if err := decodeStrict(r, c, nil); err != nil {
+		return nil, err
+	}
+	if s := c.Broker.SASL; s != nil {
+		switch s.Mechanism {
+		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		default:
+			return nil, fmt.Errorf("broker.sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+		}
+	}
+	return c, nil
+}
+
+// LoadRunnerFile reads path; a missing file yields no settings and found
+// false.
+func LoadRunnerFile(path string) (c *Runner, found bool, err error) {
+	c, err = loadFile(path, LoadRunner)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Runner{}, false, nil
+	}
+	return c, err == nil, err
+}
+
+// LoadRunnerFile merges the runner config at path into b.
+func (b *Broker) LoadRunnerFile(path string) error {
+	r, found, err := LoadRunnerFile(path)
+	if err != nil {
+		return err
+	}
+	if found {
+		b.RunnerFile = path
+	}
+	b.Broker.SASL = r.Broker.SASL
+	b.Artifacts = r.Artifacts
+	b.Collector = r.Collector
+	return nil
 }
 
 // DefaultBrokerHost is used when the config names no broker: the embedded
@@ -138,7 +225,7 @@ const DefaultBrokerHost = "127.0.0.1:9092"
 // LoadBroker decodes a broker config strictly.
 func LoadBroker(r io.Reader) (*Broker, error) {
 	b := &Broker{}
-	if err := decodeStrict(r, b); err != nil {
+	if err := decodeStrict(r, b, moved); err != nil {
 		return nil, err
 	}
 	if b.Broker.Host == "" {
@@ -152,13 +239,6 @@ func LoadBroker(r io.Reader) (*Broker, error) {
 			return nil, errors.New("broker.tls: ssl_certfile and ssl_keyfile go together")
 		}
 	}
-	if s := b.Broker.SASL; s != nil {
-		switch s.Mechanism {
-		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
-		default:
-			return nil, fmt.Errorf("broker.sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
-		}
-	}
 	return b, nil
 }
 
@@ -169,33 +249,36 @@ func LoadBrokerFile(path string) (*Broker, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return LoadBroker(bytes.NewReader(nil))
 	}
+	if err == nil {
+		b.File = path
+	}
 	return b, err
 }
 
 // Cluster is the cluster: block of cbctl.yml.
 type Cluster struct {
-	SSHUser      string `yaml:"ssh_user"`
-	SSHPkeyFile  string `yaml:"ssh_pkey_file"`
+	SSHUser      string `yaml:"ssh_user,omitempty"`
+	SSHPkeyFile  string `yaml:"ssh_pkey_file,omitempty"`
 	RunnerCount  int    `yaml:"runner_count"`
-	ControlPlane string `yaml:"controlplane"`
+	ControlPlane string `yaml:"controlplane,omitempty"`
 }
 
 // CtlSettings is the settings: block of cbctl.yml.
 type CtlSettings struct {
-	UseControlPlaneAsProxy bool `yaml:"use_control_plane_as_proxy"`
+	UseControlPlaneAsProxy bool `yaml:"use_control_plane_as_proxy,omitempty"`
 }
 
-// Ctl is ~/.config/cb/cbctl.yml.
+// Ctl is ~/.config/cb/cbctl.yml. cb-ctl's artifact credentials are in
+// the runner config (cbctl.artifacts).
 type Ctl struct {
-	Cluster   Cluster     `yaml:"cluster"`
-	Settings  CtlSettings `yaml:"settings"`
-	Artifacts Endpoint    `yaml:"artifacts"` // token for runners' artifact endpoints
+	Cluster  Cluster     `yaml:"cluster"`
+	Settings CtlSettings `yaml:"settings,omitempty"`
 }
 
 // LoadCtl decodes a cbctl.yml strictly.
 func LoadCtl(r io.Reader) (*Ctl, error) {
 	c := &Ctl{}
-	if err := decodeStrict(r, c); err != nil {
+	if err := decodeStrict(r, c, map[string]string{"artifacts": "cbctl.artifacts"}); err != nil {
 		return nil, err
 	}
 	if c.Cluster.RunnerCount < 0 {
@@ -227,7 +310,9 @@ func loadFile[T any](path string, load func(io.Reader) (T, error)) (T, error) {
 	return v, nil
 }
 
-func decodeStrict(r io.Reader, v any) error {
+// decodeStrict decodes r into v, refusing keys v has no field for. A key in
+// moved gets an error that says it belongs to the runner config.
+func decodeStrict(r io.Reader, v any, moved map[string]string) error {
 	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
 	if err != nil {
 		return err
@@ -244,7 +329,7 @@ func decodeStrict(r io.Reader, v any) error {
 	if len(root.Content) == 0 {
 		return nil
 	}
-	if err := checkKeys(root.Content[0], reflect.TypeOf(v).Elem(), ""); err != nil {
+	if err := checkKeys(root.Content[0], reflect.TypeOf(v).Elem(), "", moved); err != nil {
 		return err
 	}
 	if err := root.Content[0].Decode(v); err != nil {
@@ -255,7 +340,7 @@ func decodeStrict(r io.Reader, v any) error {
 
 // checkKeys reports the first mapping key of n that the struct type t has
 // no yaml field for, by its dotted path.
-func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
+func checkKeys(n *yaml.Node, t reflect.Type, prefix string, moved map[string]string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -277,10 +362,14 @@ func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
 			path = prefix + "." + key
 		}
 		ft, ok := fields[key]
+		if to, isMoved := moved[path]; !ok && isMoved {
+			return fmt.Errorf("%s (line %d) belongs in the runner config now, as %s (%s, env %s): the original tools read this file too and refuse keys they do not know",
+				path, n.Content[i].Line, to, DefaultRunnerConfig, EnvRunnerConfig)
+		}
 		if !ok {
 			return fmt.Errorf("unknown key %s (line %d)", path, n.Content[i].Line)
 		}
-		if err := checkKeys(n.Content[i+1], ft, path); err != nil {
+		if err := checkKeys(n.Content[i+1], ft, path, moved); err != nil {
 			return err
 		}
 	}
@@ -291,9 +380,10 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
 }
 
-// WriteFile writes a configuration (a *Broker or *Ctl) to path as YAML that
-// the loaders read back, mode 0600 (it may name token files or carry
-// credentials), atomically.
+// WriteFile writes a configuration (a *Broker, *Runner or *Ctl) to path
+// as YAML that the loaders read back, with only the keys that are set (so
+// the original's files pass the original's schemas), mode 0600 (it may
+// name token files or carry credentials), atomically.
 func WriteFile(path string, v any) error {
 	data, err := yaml.Marshal(v)
 	if err != nil {

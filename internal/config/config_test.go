@@ -14,13 +14,16 @@ const fullBroker = `broker:
     ssl_cafile: /etc/cb/ca.pem
     ssl_certfile: /etc/cb/client.pem
     ssl_keyfile: /etc/cb/client.key
+runner:
+  group: suse
+this_host: 10.0.0.5
+`
+
+const fullRunner = `broker:
   sasl:
     mechanism: SCRAM-SHA-512
     username: runner
     password: secret
-runner:
-  group: suse
-this_host: 10.0.0.5
 artifacts:
   listen: 0.0.0.0:8090
   url: https://10.0.0.5:8090
@@ -30,14 +33,28 @@ artifacts:
 collector:
   url: https://repo.example.net:8080
   token: upload-token
+cbctl:
+  artifacts:
+    token_file: /etc/cb/client.token
 `
 
 func TestLoadBrokerFull(t *testing.T) {
-	b, err := LoadBroker(strings.NewReader(fullBroker))
+	dir := t.TempDir()
+	bp, rp := filepath.Join(dir, "broker.yml"), filepath.Join(dir, "runner.yml")
+	for p, c := range map[string]string{bp: fullBroker, rp: fullRunner} {
+		if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := LoadBrokerFile(bp)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := b.LoadRunnerFile(rp); err != nil {
+		t.Fatal(err)
+	}
 	want := &Broker{
+		File: bp, RunnerFile: rp,
 		Broker: BrokerSection{
 			Host: "kafka1.example.net:9093,kafka2.example.net:9093",
 			TLS:  &TLS{CAFile: "/etc/cb/ca.pem", CertFile: "/etc/cb/client.pem", KeyFile: "/etc/cb/client.key"},
@@ -107,12 +124,12 @@ func TestLoadBrokerRejects(t *testing.T) {
 		{"unknown top-level key", "brokr:\n  host: a:9092\n", []string{"brokr"}},
 		{"unknown broker key", "broker:\n  hots: a:9092\n", []string{"hots"}},
 		{"unknown tls key", "broker:\n  tls:\n    ssl_cafil: /ca\n", []string{"ssl_cafil"}},
-		{"unknown sasl key", "broker:\n  sasl:\n    mechanism: PLAIN\n    user: x\n", []string{"user"}},
+		{"sasl moved", "broker:\n  sasl:\n    mechanism: PLAIN\n", []string{"broker.sasl", "runner config", EnvRunnerConfig}},
+		{"artifacts moved", "artifacts:\n  listen: :8081\n", []string{"artifacts (line 1)", "runner config"}},
+		{"collector moved", "collector:\n  url: http://x\n", []string{"collector", "runner config"}},
 		{"unknown runner key", "runner:\n  groups: suse\n", []string{"groups"}},
 		{"cert without key", "broker:\n  tls:\n    ssl_certfile: /c.pem\n", []string{"broker.tls", "ssl_keyfile"}},
 		{"key without cert", "broker:\n  tls:\n    ssl_keyfile: /c.key\n", []string{"broker.tls", "ssl_certfile"}},
-		{"bad sasl mechanism", "broker:\n  sasl:\n    mechanism: GSSAPI\n", []string{"broker.sasl.mechanism", "GSSAPI"}},
-		{"missing sasl mechanism", "broker:\n  sasl:\n    username: u\n", []string{"broker.sasl.mechanism"}},
 		{"host list", "broker:\n  host: [a, b]\n", []string{"invalid config"}},
 		{"not YAML", "broker: [\n", []string{"invalid config"}},
 		{"not a mapping", "- broker\n", []string{"invalid config"}},
@@ -181,16 +198,13 @@ func TestLoadCtl(t *testing.T) {
   controlplane: 10.0.0.1
 settings:
   use_control_plane_as_proxy: true
-artifacts:
-  token: read-token
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &Ctl{
-		Cluster:   Cluster{SSHUser: "cb", SSHPkeyFile: "/home/cb/.ssh/id_ed25519", RunnerCount: 3, ControlPlane: "10.0.0.1"},
-		Settings:  CtlSettings{UseControlPlaneAsProxy: true},
-		Artifacts: Endpoint{Token: "read-token"},
+		Cluster:  Cluster{SSHUser: "cb", SSHPkeyFile: "/home/cb/.ssh/id_ed25519", RunnerCount: 3, ControlPlane: "10.0.0.1"},
+		Settings: CtlSettings{UseControlPlaneAsProxy: true},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -207,6 +221,7 @@ artifacts:
 		"unknown key":           {"cluster:\n  ssh_usr: cb\n", "ssh_usr"},
 		"unknown section":       {"clusters: {}\n", "clusters"},
 		"proxy not a bool":      {"settings:\n  use_control_plane_as_proxy: maybe\n", "invalid config"},
+		"artifacts moved":       {"artifacts:\n  token: t\n", "cbctl.artifacts"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := LoadCtl(strings.NewReader(tt.doc)); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -266,6 +281,7 @@ func TestDefaultPaths(t *testing.T) {
 	got := DefaultPaths(env(map[string]string{"HOME": "/home/cb"}))
 	want := Paths{
 		BrokerConfig: "/etc/cloud_builder_broker.yml",
+		RunnerConfig: "/etc/cloud_builder_runner.yml",
 		CtlConfig:    "/home/cb/.config/cb/cbctl.yml",
 		Settings:     "/etc/cloud_builder",
 		RunnerRoot:   "/var/tmp/CB",
@@ -283,6 +299,7 @@ func TestDefaultPaths(t *testing.T) {
 	over := DefaultPaths(env(map[string]string{
 		"HOME":           "/home/cb",
 		EnvBrokerConfig:  "/tmp/t/broker.yml",
+		EnvRunnerConfig:  "/tmp/t/runner.yml",
 		EnvCtlConfig:     "/tmp/t/cbctl.yml",
 		EnvSettings:      "/tmp/t/cloud_builder",
 		EnvRunnerRoot:    "/tmp/t/runner",
@@ -292,6 +309,7 @@ func TestDefaultPaths(t *testing.T) {
 	}))
 	wantOver := Paths{
 		BrokerConfig: "/tmp/t/broker.yml",
+		RunnerConfig: "/tmp/t/runner.yml",
 		CtlConfig:    "/tmp/t/cbctl.yml",
 		Settings:     "/tmp/t/cloud_builder",
 		RunnerRoot:   "/tmp/t/runner",
@@ -303,10 +321,10 @@ func TestDefaultPaths(t *testing.T) {
 	}
 
 	// Each variable overrides exactly its own path.
-	for _, name := range []string{EnvBrokerConfig, EnvCtlConfig, EnvSettings, EnvRunnerRoot, EnvRepoRoot, EnvSources} {
+	for _, name := range []string{EnvBrokerConfig, EnvRunnerConfig, EnvCtlConfig, EnvSettings, EnvRunnerRoot, EnvRepoRoot, EnvSources} {
 		p := DefaultPaths(env(map[string]string{"HOME": "/home/cb", name: "/only"}))
 		n := 0
-		for _, v := range []string{p.BrokerConfig, p.CtlConfig, p.Settings, p.RunnerRoot, p.RepoRoot, p.Sources} {
+		for _, v := range []string{p.BrokerConfig, p.RunnerConfig, p.CtlConfig, p.Settings, p.RunnerRoot, p.RepoRoot, p.Sources} {
 			if v == "/only" {
 				n++
 			}
@@ -323,33 +341,78 @@ func TestDefaultPaths(t *testing.T) {
 	}
 }
 
-// What WriteFile writes (cb up's configs) the strict loaders read back.
+func TestLoadRunnerRejects(t *testing.T) {
+	for name, tt := range map[string]struct{ doc, want string }{
+		"unknown key":            {"colector:\n  url: x\n", "colector"},
+		"unknown sasl key":       {"broker:\n  sasl:\n    mechanism: PLAIN\n    user: x\n", "broker.sasl.user"},
+		"bad sasl mechanism":     {"broker:\n  sasl:\n    mechanism: GSSAPI\n", "GSSAPI"},
+		"missing sasl mechanism": {"broker:\n  sasl:\n    username: u\n", "broker.sasl.mechanism"},
+		"broker host here":       {"broker:\n  host: a:1\n", "broker.host"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := LoadRunner(strings.NewReader(tt.doc)); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+	r, found, err := LoadRunnerFile(filepath.Join(t.TempDir(), "none.yml"))
+	if err != nil || found || r.Collector.URL != "" {
+		t.Errorf("missing file: %+v, %v, %v", r, found, err)
+	}
+}
+
+// The shipped example files load.
+func TestShippedExamples(t *testing.T) {
+	deploy := filepath.Join("..", "..", "deploy")
+	b, err := LoadBrokerFile(filepath.Join(deploy, "cloud_builder_broker.yml"))
+	if err != nil || b.File == "" || b.Runner.Group != "suse" {
+		t.Errorf("broker example: %+v, %v", b, err)
+	}
+	if err := b.LoadRunnerFile(filepath.Join(deploy, "cloud_builder_runner.yml")); err != nil || b.RunnerFile == "" || b.Collector.URL == "" || b.Broker.SASL == nil {
+		t.Errorf("runner example: %+v, %v", b, err)
+	}
+	if c, err := LoadCtlFile(filepath.Join(deploy, "cbctl.yml")); err != nil || c.Cluster.RunnerCount != 6 {
+		t.Errorf("cbctl example: %+v, %v", c, err)
+	}
+}
+
+// What WriteFile writes (cb up's configs) the strict loaders read back,
+// with only the keys that are set.
 func TestWriteFileRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	b := &Broker{Broker: BrokerSection{Host: "127.0.0.1:9092"}, Runner: RunnerSection{Group: "debian"}, ThisHost: "127.0.0.1",
-		Collector: Endpoint{URL: "http://127.0.0.1:8080", TokenFile: "/s/upload.token"},
+	b := &Broker{Broker: BrokerSection{Host: "127.0.0.1:9092"}, Runner: RunnerSection{Group: "debian"}, ThisHost: "127.0.0.1"}
+	r := &Runner{Collector: Endpoint{URL: "http://127.0.0.1:8080", TokenFile: "/s/upload.token"},
 		Artifacts: Endpoint{Listen: "127.0.0.1:8081", URL: "http://127.0.0.1:8081", TokenFile: "/s/artifact.token"}}
-	c := &Ctl{Cluster: Cluster{RunnerCount: 1}, Artifacts: Endpoint{TokenFile: "/s/artifact.token"}}
-	bp, cp := filepath.Join(dir, "broker.yml"), filepath.Join(dir, "cbctl.yml")
-	if err := WriteFile(bp, b); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteFile(cp, c); err != nil {
-		t.Fatal(err)
+	r.Ctl.Artifacts = Endpoint{TokenFile: "/s/artifact.token"}
+	c := &Ctl{Cluster: Cluster{SSHUser: "cb", SSHPkeyFile: "/home/cb/.ssh/id_rsa", RunnerCount: 1}}
+	bp, rp, cp := filepath.Join(dir, "broker.yml"), filepath.Join(dir, "runner.yml"), filepath.Join(dir, "cbctl.yml")
+	for p, v := range map[string]any{bp: b, rp: r, cp: c} {
+		if err := WriteFile(p, v); err != nil {
+			t.Fatal(err)
+		}
 	}
 	gb, err := LoadBrokerFile(bp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(gb, b) {
-		t.Errorf("broker config round trip:\n got %+v\nwant %+v", gb, b)
+	if gb.File != bp || gb.Broker != b.Broker || gb.Runner != b.Runner || gb.ThisHost != b.ThisHost {
+		t.Errorf("broker config round trip: got %+v, want %+v", gb, b)
+	}
+	gr, found, err := LoadRunnerFile(rp)
+	if err != nil || !found || !reflect.DeepEqual(gr, r) {
+		t.Errorf("runner config round trip: got %+v, %v, %v; want %+v", gr, found, err, r)
 	}
 	gc, err := LoadCtlFile(cp)
+	if err != nil || !reflect.DeepEqual(gc, c) {
+		t.Errorf("ctl config round trip: got %+v, %v; want %+v", gc, err, c)
+	}
+	data, err := os.ReadFile(bp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(gc, c) {
-		t.Errorf("ctl config round trip:\n got %+v\nwant %+v", gc, c)
+	// The original's schema refuses null values (tls: null).
+	if want := "broker:\n    host: 127.0.0.1:9092\nrunner:\n    group: debian\nthis_host: 127.0.0.1\n"; string(data) != want {
+		t.Errorf("broker config:\n%s\nwant only the keys that are set:\n%s", data, want)
 	}
 	if fi, err := os.Stat(bp); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("broker config mode: %v, %v", fi.Mode(), err)

@@ -53,6 +53,7 @@ func (c *Client) Info(ctx context.Context, q Query) (*InfoResult, error) {
 		if err != nil || a.RequestID != req.RequestID {
 			return false, false
 		}
+		a.ArtifactURL = rec.Header(broker.HeaderArtifactURL)
 		// At-least-once delivery may repeat an answer; one per runner.
 		key := a.Identity + "|" + a.SourceIP
 		if seen[key] {

@@ -19,8 +19,12 @@ type WatchOptions struct {
 	// Service keeps responses whose identity starts with this service
 	// name (CBRun, ...); see ServiceName for the cb-run spelling.
 	Service string
-	// Since is where the watch starts; zero means now.
+	// Since is where the watch starts; zero means now, unless FromStart.
 	Since time.Time
+	// FromStart starts at the oldest retained response (when Since is
+	// zero): the whole history of a request, as the original's watch
+	// showed it.
+	FromStart bool
 }
 
 // ServiceName maps --filter-service-name values to identity service names:
@@ -53,11 +57,14 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		return err
 	}
 	cl.Close()
-	since := o.Since
-	if since.IsZero() {
-		since = time.Now()
+	start := broker.AtTime(time.Now())
+	switch {
+	case !o.Since.IsZero():
+		start = broker.AtTime(o.Since)
+	case o.FromStart:
+		start = broker.Earliest
 	}
-	cons, err := c.subscribe(message.TopicResponse, broker.AtTime(since))
+	cons, err := c.subscribe(message.TopicResponse, start)
 	if err != nil {
 		return err
 	}

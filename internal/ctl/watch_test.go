@@ -124,3 +124,46 @@ func TestServiceName(t *testing.T) {
 		t.Error("unknown service accepted")
 	}
 }
+
+// A watch for one request started after the request was answered shows
+// its whole history (FromStart), then follows; a plain watch starts now.
+func TestWatchFromStart(t *testing.T) {
+	c := newCluster(t)
+	publishResponses(t, c,
+		response("CBScheduler:h:1:projects/MS/xclock", "old", message.PackageRequestAccepted),
+		response("CBScheduler:h:1:projects/MS/xclock", "other", message.PackageRequestAccepted),
+	)
+	time.Sleep(50 * time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		o    ctl.WatchOptions
+		want int
+	}{
+		{"request from start", ctl.WatchOptions{RequestID: "old", FromStart: true}, 2},
+		{"plain starts now", ctl.WatchOptions{RequestID: "old"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, stdout, _ := c.client(0, 2*time.Second)
+			go func() {
+				time.Sleep(time.Second)
+				publishResponses(t, c, response("CBRun:h:2:projects/MS/xclock", "old", message.PackageBuildSucceeded))
+			}()
+			if err := cl.Watch(testCtx(t), tc.o); err != nil {
+				t.Fatal(err)
+			}
+			out := stdout.String()
+			if n := strings.Count(out, `"request_id": "old"`); n < tc.want {
+				t.Errorf("printed %d responses of the request, want at least %d:\n%s", n, tc.want, out)
+			}
+			if tc.o.FromStart && !strings.Contains(out, message.PackageRequestAccepted) {
+				t.Errorf("history missing:\n%s", out)
+			}
+			if !tc.o.FromStart && strings.Contains(out, message.PackageRequestAccepted) {
+				t.Errorf("a watch from now printed history:\n%s", out)
+			}
+			if strings.Contains(out, `"other"`) {
+				t.Errorf("filter let another request through:\n%s", out)
+			}
+		})
+	}
+}

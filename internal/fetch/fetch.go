@@ -17,16 +17,17 @@ import (
 	"os"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/source"
 )
 
 // DefaultInterval is the original's --update-interval.
 const DefaultInterval = 30 * time.Second
 
-// Publisher sends one message to a topic and returns once the broker has
-// it. *broker.Client implements it.
+// Publisher sends one message with record headers to a topic and returns
+// once the broker has it. *broker.Client implements it.
 type Publisher interface {
-	Publish(ctx context.Context, topic string, value []byte) error
+	PublishHeaders(ctx context.Context, topic string, value []byte, headers []broker.Header) error
 }
 
 // Config wires one cb-fetch.

@@ -147,6 +147,10 @@ func (f *fixture) read(n int) sent {
 			if err != nil {
 				f.t.Fatalf("request does not decode: %v\n%s", err, r.Value)
 			}
+			if bytes.Contains(r.Value, []byte("fresh_build_root")) {
+				f.t.Errorf("request body carries the fresh_build_root extension; it belongs in a header:\n%s", r.Value)
+			}
+			req.FreshBuildRoot = r.Header(broker.HeaderFreshBuildRoot) == "true"
 			s.requests = append(s.requests, req)
 			s.topics[req.RequestID] = r.Topic
 		}
@@ -329,12 +333,12 @@ type failingPublisher struct {
 	ok int
 }
 
-func (p *failingPublisher) Publish(ctx context.Context, topic string, value []byte) error {
+func (p *failingPublisher) PublishHeaders(ctx context.Context, topic string, value []byte, headers []broker.Header) error {
 	if p.ok == 0 {
 		return errors.New("broker connection lost")
 	}
 	p.ok--
-	return p.Publisher.Publish(ctx, topic, value)
+	return p.Publisher.PublishHeaders(ctx, topic, value, headers)
 }
 
 func TestCrashInTheMiddleRepeats(t *testing.T) {
@@ -513,7 +517,9 @@ func TestConfigErrors(t *testing.T) {
 
 type nopPublisher struct{}
 
-func (nopPublisher) Publish(context.Context, string, []byte) error { return nil }
+func (nopPublisher) PublishHeaders(context.Context, string, []byte, []broker.Header) error {
+	return nil
+}
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

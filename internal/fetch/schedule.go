@@ -162,7 +162,11 @@ func schedulePackage(ctx context.Context, cfg Config, p *pkg) (int, error) {
 		r.FreshBuildRoot = p.change.MetadataChanged
 		r.RequestID = uuid.NewString()
 		r.SchemaVersion = message.SchemaVersion
-		if err := publish(ctx, cfg.Publisher, r.RunnerGroup, r); err != nil {
+		var headers []broker.Header
+		if r.FreshBuildRoot {
+			headers = append(headers, broker.Header{Key: broker.HeaderFreshBuildRoot, Value: "true"})
+		}
+		if err := publish(ctx, cfg.Publisher, r.RunnerGroup, r.WireRequest(), headers...); err != nil {
 			return sent, err
 		}
 		sent++
@@ -185,10 +189,10 @@ func schedulePackage(ctx context.Context, cfg Config, p *pkg) (int, error) {
 	return sent, nil
 }
 
-func publish(ctx context.Context, p Publisher, topic string, v any) error {
+func publish(ctx context.Context, p Publisher, topic string, v any, headers ...broker.Header) error {
 	b, err := message.Encode(v)
 	if err != nil {
 		return err
 	}
-	return p.Publish(ctx, topic, b)
+	return p.PublishHeaders(ctx, topic, b, headers)
 }

@@ -135,7 +135,11 @@ func (c Config) handle(ctx context.Context, pub *broker.Client, data []byte, log
 		log.Error("encode info response", "err", err)
 		return
 	}
-	if err := pub.Publish(ctx, message.TopicInfoResponse, out); err != nil {
+	var headers []broker.Header
+	if resp.ArtifactURL != "" {
+		headers = append(headers, broker.Header{Key: broker.HeaderArtifactURL, Value: resp.ArtifactURL})
+	}
+	if err := pub.PublishHeaders(ctx, message.TopicInfoResponse, out, headers); err != nil {
 		log.Warn("send info response", "err", err)
 		return
 	}

@@ -244,7 +244,7 @@ func (r *runner) openLog(path string) (*logFile, error) {
 // prepare creates the buildroot and answers with the package_prepare
 // block. On failure it returns the final response instead of a layout.
 func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Response) {
-	resp := r.response(message.ServicePrepare, message.BuildRootSetupSucceeded, "Buildroot ready for package build")
+	resp := r.response(message.ServicePrepare, message.BuildRootSetupSucceeded, message.BuildRootReadyMessage)
 	pp := &message.PackagePrepare{BuildRoot: r.t.Dir(), PrepareLogFile: r.t.PrepareLog(), SolverFile: r.t.SolverFile()}
 	resp.PackagePrepare = pp
 	logf, err := r.openLog(r.t.PrepareLog())
@@ -271,6 +271,9 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 		return nil, resp
 	}
 	hit := layout.CacheHit
+	if hit {
+		resp.Message = message.BuildRootCachedMessage
+	}
 	r.note(func(e *journal.Entry) { e.CacheHit = &hit })
 	r.save()
 	if ctx.Err() == nil {

@@ -86,3 +86,10 @@ const (
 
 // SchemaVersion is the schema_version written on every message.
 const SchemaVersion = 0.2
+
+// Messages of build root setup responses: the buildroot was created, or
+// taken from the cache.
+const (
+	BuildRootReadyMessage  = "Buildroot ready for package build"
+	BuildRootCachedMessage = "Buildroot ready for package build (from cache)"
+)

@@ -311,9 +311,6 @@ func DecodeInfoResponse(data []byte) (*InfoResponse, error) {
 		if r.BuildStatus, err = f.str("", "build_status", false); err != nil {
 			return err
 		}
-		if r.ArtifactURL, err = f.str("", "artifact_url", false); err != nil {
-			return err
-		}
 		if p, err := f.sub("", "package"); err != nil {
 			return err
 		} else if p != nil {

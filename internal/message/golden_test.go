@@ -1,6 +1,7 @@
 package message
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -433,5 +434,27 @@ func TestDecodeYAML11Strings(t *testing.T) {
 		if _, err := DecodeResponse([]byte(base + "message: " + text + "\n")); err == nil || !strings.Contains(err.Error(), "message: must be a string, got number") {
 			t.Errorf("message %s: got %v, want a type error", text, err)
 		}
+	}
+}
+
+// Extensions never reach a message body: the original's schemas refuse
+// unknown fields and drop the whole message.
+func TestExtensionsStayOutOfBodies(t *testing.T) {
+	info, err := Encode(&InfoResponse{ArtifactURL: "http://runner:8081/v1/targets/x/", BinaryPackages: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := BuildRequest{FreshBuildRoot: true, Project: "projects/a", Package: &PackageTarget{Arch: "x86_64", Dist: "d"}}
+	wire, err := Encode(req.WireRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{info, wire} {
+		if bytes.Contains(b, []byte("artifact_url")) || bytes.Contains(b, []byte("fresh_build_root")) {
+			t.Errorf("extension in the body:\n%s", b)
+		}
+	}
+	if !req.FreshBuildRoot {
+		t.Error("WireRequest changed the request it was called on")
 	}
 }

@@ -41,7 +41,9 @@ type BuildRequest struct {
 	Action string `yaml:"action" json:"action"`
 	// FreshBuildRoot is an extension: the request was caused by a change of
 	// the package's build metadata (.cb/), so a cached buildroot must not be
-	// reused. The original services ignore it.
+	// reused. On the wire it travels in a record header (the original's
+	// schema refuses unknown fields); the field is kept in the runner's
+	// journal. Encode a request for the wire with WireRequest.
 	FreshBuildRoot bool           `yaml:"fresh_build_root,omitempty" json:"fresh_build_root,omitempty"`
 	Image          *ImageTarget   `yaml:"image,omitempty" json:"image,omitempty"`
 	Package        *PackageTarget `yaml:"package,omitempty" json:"package,omitempty"`
@@ -49,6 +51,13 @@ type BuildRequest struct {
 	RequestID      string         `yaml:"request_id" json:"request_id"`
 	RunnerGroup    string         `yaml:"runner_group" json:"runner_group"`
 	SchemaVersion  float64        `yaml:"schema_version" json:"schema_version"`
+}
+
+// WireRequest returns a copy of r without the extension fields, ready to
+// be encoded for the original's build_request_schema.
+func (r BuildRequest) WireRequest() *BuildRequest {
+	r.FreshBuildRoot = false
+	return &r
 }
 
 // IsImage reports whether r requests an image build.
@@ -144,8 +153,10 @@ type InfoPackage struct {
 // InfoResponse is a runner's answer to an InfoRequest.
 type InfoResponse struct {
 	// ArtifactURL is an extension: the base URL of the runner's artifact
-	// endpoint for this target (logs, solver file, binaries).
-	ArtifactURL         string       `yaml:"artifact_url,omitempty" json:"artifact_url,omitempty"`
+	// endpoint for this target (logs, solver file, binaries). It travels
+	// in a record header, never in the body: the original's info-response
+	// schema refuses unknown fields and would drop the whole answer.
+	ArtifactURL         string       `yaml:"-" json:"artifact_url,omitempty"`
 	BinaryPackages      []string     `yaml:"binary_packages" json:"binary_packages"`
 	BuildStatus         string       `yaml:"build_status" json:"build_status"`
 	Identity            string       `yaml:"identity" json:"identity"`

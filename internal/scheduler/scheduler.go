@@ -184,7 +184,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
-			if err := s.handle(ctx, rec.Value); err != nil {
+			if err := s.handle(ctx, rec); err != nil {
 				// Not acknowledged: the broker delivers it again,
 				// after a rebalance or restart at the latest.
 				s.logger.Error("request not handled, not acknowledging", "err", err, "offset", rec.Offset, "partition", rec.Partition)
@@ -208,7 +208,8 @@ func (s *Scheduler) load() int {
 
 // handle validates one request and journals or answers it. An error means
 // it must not be acknowledged.
-func (s *Scheduler) handle(ctx context.Context, data []byte) error {
+func (s *Scheduler) handle(ctx context.Context, rec broker.Record) error {
+	data := rec.Value
 	req, err := message.DecodeBuildRequest(data)
 	if err != nil {
 		id := message.PeekRequestID(data)
@@ -221,6 +222,9 @@ func (s *Scheduler) handle(ctx context.Context, data []byte) error {
 			Identity:     message.Identity(message.ServiceScheduler, s.cfg.ThisHost, "(system)"),
 			ResponseCode: message.InvalidRequest, Message: "Invalid build request: " + err.Error(),
 		})
+	}
+	if rec.Header(broker.HeaderFreshBuildRoot) == "true" {
+		req.FreshBuildRoot = true
 	}
 	logger := s.logger.With("request_id", req.RequestID, "project", req.Project, "profile", req.Profile())
 	resp := &message.Response{

@@ -1,6 +1,7 @@
 """A peer that talks to the broker the way the original Python services
 did (kafka-python): it sends requests, then reads the answers as a group
-member with manual commits, and prints every answer it got."""
+member with manual commits, and prints every answer it got (its first
+word) with the answer's headers."""
 
 import sys
 import time
@@ -28,8 +29,10 @@ deadline = time.time() + 30
 while len(got) < count and time.time() < deadline:
     for records in consumer.poll(timeout_ms=500).values():
         for record in records:
-            got.add(record.value.decode())
-            print("got", record.value.decode(), flush=True)
+            word = record.value.decode().split(" ")[0]
+            got.add(word)
+            headers = ",".join("%s=%s" % (k, v.decode()) for k, v in record.headers or [])
+            print("got", word, "headers", headers, flush=True)
     consumer.commit()
 consumer.close()
 sys.exit(0 if len(got) == count else 1)
