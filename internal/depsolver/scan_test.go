@@ -72,10 +72,10 @@ Summary: y
 %description
 x
 `,
-		"projects/T/broken/.cb/cloud_builder.yml": meta("broken"),
-		"projects/T/broken/.cb/depsolver.yml":     "cascade: sometimes\n",
-		"projects/T/broken/debian/control":        "Source: broken\n\nPackage: broken\n",
-		"projects/T/notmeta/.cb/cloud_builder.yml": "name: [\n",
+		"projects/T/broken/.cb/cloud_builder.yml":   meta("broken"),
+		"projects/T/broken/.cb/depsolver.yml":       "cascade: sometimes\n",
+		"projects/T/broken/debian/control":          "Source: broken\n\nPackage: broken\n",
+		"projects/T/notmeta/.cb/cloud_builder.yml":  "name: [\n",
 		"projects/images/img/.cb/cloud_builder.yml": "schema_version: 0.1\nname: img\nimages:\n  - arch: x86_64\n    runner_group: debian\n    selection:\n      name: standard\n      profiles: [small]\n",
 		"projects/images/img/appliance.kiwi": `<image schemaversion="7.5" name="img">
   <repository type="apt-deb" distribution="bookworm" components="main"><source path="http://deb.example/debian"/></repository>
