@@ -52,6 +52,17 @@ type Config struct {
 	// published, with the repository path (projects/MS/TW), its type
 	// and how long publishing took. cb up prints it.
 	Published func(repoPath, repoType string, d time.Duration)
+	// Events, when set, receives a "package binaries published" response
+	// on cb-response after every published upload (cb-depsolver reads the
+	// repository's index then). A failed event is logged, never fails the
+	// upload: the depsolver also reacts to the build's final response.
+	Events   Publisher
+	ThisHost string // host part of the events' identity; hostname when empty
+}
+
+// Publisher sends one message to a topic (*broker.Client implements it).
+type Publisher interface {
+	Publish(ctx context.Context, topic string, value []byte) error
 }
 
 const (

@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
 	"github.com/cloud-builder/cb/internal/repo"
 )
@@ -79,7 +81,37 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		res.Status = "unchanged"
 	}
 	metrics.Uploads.WithLabelValues(res.Status).Inc()
+	s.publishEvent(logger, st.m, res.Status)
 	writeJSON(w, http.StatusOK, res)
+}
+
+// publishEvent tells cb-response that the build's binaries are published.
+func (s *Server) publishEvent(logger *slog.Logger, m *Manifest, status string) {
+	if s.cfg.Events == nil {
+		return
+	}
+	host := s.cfg.ThisHost
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	resp := &message.Response{
+		Identity:      message.Identity(message.ServiceCollect, host, m.Name),
+		Message:       fmt.Sprintf("Binaries %s in %s (%d files, %s)", status, m.RepoPath, len(m.Files), m.Arch),
+		Project:       m.Project,
+		RequestID:     m.RequestID,
+		ResponseCode:  message.BinariesPublished,
+		SchemaVersion: message.SchemaVersion,
+		Target:        &message.Target{Arch: m.Arch, Dist: path.Base(m.RepoPath)},
+	}
+	b, err := message.Encode(resp)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		err = s.cfg.Events.Publish(ctx, message.TopicResponse, b)
+		cancel()
+	}
+	if err != nil {
+		logger.Warn("publish event not sent", "err", err)
+	}
 }
 
 // errReader remembers the body's read error, which the tar reader may

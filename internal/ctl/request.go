@@ -182,6 +182,12 @@ func Stage(code message.ResponseCode) string {
 		return "build"
 	case message.PackageBinariesSyncFailed, message.ImageBinariesSyncFailed:
 		return "sync"
+	case message.PackageBuildBlocked, message.ImageBuildBlocked:
+		return "blocked"
+	case message.PackageBuildUnresolvable, message.ImageBuildUnresolvable:
+		return "unresolvable"
+	case message.PackageRebuildDependencyChange, message.ImageRebuildDependencyChange:
+		return "requested"
 	}
 	if message.IsFinal(code) {
 		return "rejected"

@@ -35,6 +35,30 @@ const (
 	// ImageBinariesSyncFailed is new: the image counterpart of
 	// PackageBinariesSyncFailed.
 	ImageBinariesSyncFailed ResponseCode = "image binaries sync failed"
+
+	// Codes of cb-depsolver, new in the Go implementation (the original's
+	// response schema accepts any code string).
+
+	// PackageBuildBlocked and ImageBuildBlocked: the target waits for
+	// dependencies that are queued or building; the message names them.
+	// Not final: the build request follows once they have published.
+	PackageBuildBlocked ResponseCode = "package build blocked"
+	ImageBuildBlocked   ResponseCode = "image build blocked"
+	// PackageBuildUnresolvable and ImageBuildUnresolvable: a build need
+	// that neither the base repositories nor the project provide; the
+	// message lists the missing names. Final: nothing is started.
+	PackageBuildUnresolvable ResponseCode = "package build unresolvable"
+	ImageBuildUnresolvable   ResponseCode = "image build unresolvable"
+	// PackageRebuildDependencyChange and ImageRebuildDependencyChange
+	// announce a build request cb-depsolver sent because a dependency's
+	// published binaries changed; the message says which, e.g.
+	// "rebuild due to dependency change: libcbgreet 1.0-1 -> 1.1-1".
+	PackageRebuildDependencyChange ResponseCode = "package rebuild due to dependency change"
+	ImageRebuildDependencyChange   ResponseCode = "image rebuild due to dependency change"
+	// BinariesPublished is cb-collect's event after it published the
+	// binaries of one build (project and target name it); cb-depsolver
+	// reads the repository's index then.
+	BinariesPublished ResponseCode = "package binaries published"
 )
 
 // Request actions of a BuildRequest. They share their strings with the
@@ -65,7 +89,7 @@ func IsFinal(code ResponseCode) bool {
 		ImageBuildFailed, PackageBuildSucceeded, ImageBuildSucceeded, BuildRootSetupFailed,
 		IncompatibleBuildArch, ProjectDoesNotExist, ProjectMetadataDoesNotExist,
 		InvalidPackageMetadata, PackageTargetNotConfigured, ImageTargetNotConfigured,
-		InvalidRequest, ImageBinariesSyncFailed:
+		InvalidRequest, ImageBinariesSyncFailed, PackageBuildUnresolvable, ImageBuildUnresolvable:
 		return true
 	}
 	return false
@@ -82,6 +106,11 @@ const (
 	TopicInfoRequest     = "cb-info-request"
 	TopicInfoResponse    = "cb-info-response"
 	TopicDefaultRequests = "cb-build-request"
+	// TopicDepsolverRequests is the shared queue cb-depsolver reads: when
+	// a depsolver runs, cb-fetch sends its build requests there instead of
+	// to the runner groups, and cb-depsolver forwards them in dependency
+	// order.
+	TopicDepsolverRequests = "cb-depsolver-request"
 )
 
 // SchemaVersion is the schema_version written on every message.
