@@ -45,7 +45,10 @@ type Status struct {
 	Depth int `json:"depth"`
 	// Again means a change arrived while the target was building: it is
 	// queued once more when that build ends.
-	Again bool `json:"again,omitempty"`
+	Again       bool   `json:"again,omitempty"`
+	AgainID     string `json:"again_id,omitempty"`
+	AgainReason string `json:"again_reason,omitempty"`
+	AgainDepth  int    `json:"again_depth,omitempty"`
 	// Passes counts the builds of a cycle member in the current wave.
 	Passes    int       `json:"passes,omitempty"`
 	Published []Binary  `json:"published,omitempty"`
@@ -86,16 +89,20 @@ type Engine struct {
 	targets map[string]*Target
 	status  map[string]*Status
 	bases   map[string]Names
-	graph   *Graph
-	dirty   bool
-	Now     func() time.Time
-	NewID   func() string
+	// baseFailed are base keys whose index could not be read: their
+	// targets are built without checking the base (unresolvable needs
+	// then fail in the build, as without a depsolver).
+	baseFailed map[string]bool
+	graph      *Graph
+	dirty      bool
+	Now        func() time.Time
+	NewID      func() string
 }
 
 // NewEngine returns an empty engine.
 func NewEngine() *Engine {
 	return &Engine{targets: map[string]*Target{}, status: map[string]*Status{}, bases: map[string]Names{},
-		dirty: true, Now: time.Now, NewID: uuid.NewString}
+		baseFailed: map[string]bool{}, dirty: true, Now: time.Now, NewID: uuid.NewString}
 }
 
 // Graph returns the current graph, solving it again when something changed.
@@ -189,7 +196,34 @@ func (e *Engine) Targets(project string) []string {
 // SetBase records the names the base repositories of key provide.
 func (e *Engine) SetBase(key string, names Names) {
 	e.bases[key] = names
+	delete(e.baseFailed, key)
 	e.dirty = true
+}
+
+// BaseFailed records that the names of base key cannot be read now.
+func (e *Engine) BaseFailed(key string) {
+	if _, ok := e.bases[key]; !ok {
+		e.baseFailed[key] = true
+	}
+}
+
+// BaseKeys returns every base key a target uses, with one target's
+// repositories for each.
+func (e *Engine) BaseKeys() map[string][]BaseRepo {
+	out := map[string][]BaseRepo{}
+	for _, t := range e.targets {
+		if t.Base != "" {
+			out[t.Base] = t.BaseRepos
+		}
+	}
+	return out
+}
+
+// Retry puts a target whose request could not be sent back in the queue.
+func (e *Engine) Retry(id string) {
+	if s, ok := e.status[id]; ok && s.State == StateRequested {
+		s.State = StateQueued
+	}
 }
 
 // HasBase reports whether the names of base key are known.
@@ -200,7 +234,9 @@ func (e *Engine) HasBase(key string) bool { _, ok := e.bases[key]; return ok }
 func (e *Engine) Want(id, requestID, reason string, fresh bool) {
 	s := e.st(id)
 	if s.State == StateRequested || s.State == StateBuilding {
-		s.Again = true
+		// The running build may predate the change: build once more when
+		// it ends, under this request's id.
+		s.Again, s.AgainID, s.AgainReason, s.AgainDepth = true, requestID, reason, 0
 		s.Fresh = s.Fresh || fresh
 		return
 	}
@@ -257,8 +293,14 @@ func (e *Engine) Finished(id string, ok bool, solved map[string]string) {
 	s.Changed = e.Now()
 	s.Blockers = nil
 	if s.Again {
-		s.Again = false
-		s.State, s.RequestID = StateQueued, e.NewID()
+		s.State, s.RequestID = StateQueued, s.AgainID
+		if s.RequestID == "" {
+			s.RequestID = e.NewID()
+		}
+		if s.AgainReason != "" {
+			s.Reason, s.Depth = s.AgainReason, s.AgainDepth
+		}
+		s.Again, s.AgainID, s.AgainReason, s.AgainDepth = false, "", "", 0
 	}
 }
 
@@ -304,7 +346,9 @@ func (e *Engine) Published(id string, bins []Binary) string {
 		}
 		switch ds.State {
 		case StateRequested, StateBuilding:
-			ds.Again = true
+			if !ds.Again {
+				ds.Again, ds.AgainReason, ds.AgainDepth = true, reason, s.Depth+1
+			}
 			continue
 		case StateQueued, StateBlocked:
 			if !strings.Contains(ds.Reason, change) {
@@ -401,6 +445,12 @@ func (e *Engine) Dispatch() Output {
 			continue
 		}
 		if t.Err != "" {
+			continue
+		}
+		if t.Base != "" && !e.HasBase(t.Base) && !e.baseFailed[t.Base] {
+			// Whether it is resolvable is not known before the base
+			// repositories' index is read.
+			s.Note = "waiting for the base repositories' index"
 			continue
 		}
 		if missing := g.Missing(i); len(missing) > 0 {

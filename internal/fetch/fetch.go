@@ -49,6 +49,10 @@ type Config struct {
 	// the head: cb-fetch reacts to changes, as the original does.
 	InitialBuild bool
 	ThisHost     string // host part of response identities; "" = hostname
+	// RequestTopic, when set, receives every build request instead of the
+	// target's runner group: cb-depsolver reads it and forwards the
+	// requests in dependency order.
+	RequestTopic string
 	Publisher    Publisher
 	Logger       *slog.Logger
 }

@@ -166,7 +166,11 @@ func schedulePackage(ctx context.Context, cfg Config, p *pkg) (int, error) {
 		if r.FreshBuildRoot {
 			headers = append(headers, broker.Header{Key: broker.HeaderFreshBuildRoot, Value: "true"})
 		}
-		if err := publish(ctx, cfg.Publisher, r.RunnerGroup, r.WireRequest(), headers...); err != nil {
+		topic := r.RunnerGroup
+		if cfg.RequestTopic != "" {
+			topic = cfg.RequestTopic
+		}
+		if err := publish(ctx, cfg.Publisher, topic, r.WireRequest(), headers...); err != nil {
 			return sent, err
 		}
 		sent++
