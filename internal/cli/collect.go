@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/source"
@@ -35,7 +36,7 @@ func runCollect(ctx context.Context, env *Env, args []string) int {
 	}
 	fs, common := newFlagSet(env, "collect", "[--project=<git url>] [--branch=] [--update-interval=30] [flags]")
 	var c collect.Config
-	fs.String("broker-config", paths.BrokerConfig, "ignored: the collector talks to no broker; its settings are in the runner config")
+	brokerConfig := fs.String("broker-config", paths.BrokerConfig, "broker config file, read only with --publish-events (the collector's own settings are in the runner config)")
 	runnerConfig := fs.String("runner-config", paths.RunnerConfig, "runner config file whose collector: block gives defaults (env "+config.EnvRunnerConfig+")")
 	fs.StringVar(&c.Project, "project", settings["CB_PROJECT"], "git URL of the sources repository, for cleanup (CB_PROJECT)")
 	fs.StringVar(&c.Branch, "branch", settings["CB_BRANCH"], "branch of the sources repository (CB_BRANCH; default: the remote's)")
@@ -51,6 +52,7 @@ func runCollect(ctx context.Context, env *Env, args []string) int {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "key of --tls-cert")
 	fs.StringVar(&c.ClientCA, "client-ca", "", "accept uploads with client certificates signed by this CA")
+	events := fs.Bool("publish-events", false, "announce every published build on cb-response (for cb-depsolver); needs the broker of --broker-config")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
 	if code, done := parse(fs, args); done {
 		return code
@@ -102,6 +104,22 @@ func runCollect(ctx context.Context, env *Env, args []string) int {
 	if *checkConfig {
 		fmt.Fprintln(env.Stdout, "configuration ok")
 		return ExitOK
+	}
+	if *events {
+		bc, err := loadConfig(c.Logger, *brokerConfig, *runnerConfig)
+		if err != nil {
+			return badConfig(env, "collect", err)
+		}
+		opts, err := brokerOptions(bc, c.Logger, "cb-collect")
+		if err != nil {
+			return fail(env, "collect", fmt.Errorf("%s: %w", *brokerConfig, err))
+		}
+		client, err := broker.New(opts)
+		if err != nil {
+			return fail(env, "collect", err)
+		}
+		defer client.Close()
+		c.Events, c.ThisHost = client, bc.ThisHost
 	}
 	s, err := collect.New(c)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/config"
@@ -21,6 +22,9 @@ func init() {
 // within the timeout (1 is a failed build, 2 bad flags).
 const ExitTimeout = 3
 
+// ctlEnvDepsolverURL names cb-depsolver's API.
+const ctlEnvDepsolverURL = "CB_DEPSOLVER_URL"
+
 // ctlEnvArtifactToken overrides cbctl.artifacts.token of the runner config.
 const ctlEnvArtifactToken = "CB_ARTIFACT_TOKEN"
 
@@ -33,6 +37,7 @@ Commands (one of):
   --build-image-local --selection=<name> [--arch=]
   --build-dependencies=<pkg|img> --project-path= --arch= (--dist=|--selection=) [--timeout=]
   --build-dependencies-local (--dist=|--selection=) [--arch=]
+  --dependency-graph [--project-path=] [--format=json|dot] [--depsolver-url=]
   --build-log=<pkg|img> --project-path= --arch= (--dist=|--selection=) [--keep-open] [--timeout=]
   --build-info=<pkg|img> --project-path= --arch= (--dist=|--selection=) [--timeout=]
   --get-binaries=<pkg|img> --project-path= --arch= --target-dir= (--dist=|--selection=)
@@ -50,6 +55,8 @@ brings history back for any watch.`
 type ctlFlags struct {
 	buildPackage, buildImage, buildDeps, buildLog, buildInfo, getBinaries string
 	buildPackageLocal, buildImageLocal, buildDepsLocal, watch             bool
+	dependencyGraph                                                       bool
+	format, depsolverURL                                                  string
 	followRequestID                                                       string
 
 	projectPath, arch, dist, selection, runnerGroup, targetDir string
@@ -76,6 +83,9 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 	fs.StringVar(&f.getBinaries, "get-binaries", "", "download the binaries of the newest build of `name` into --target-dir")
 	fs.BoolVar(&f.watch, "watch", false, "print the responses on cb-response as they arrive")
 	fs.StringVar(&f.followRequestID, "follow-request-id", "", "follow the responses to request `id` until its final response")
+	fs.BoolVar(&f.dependencyGraph, "dependency-graph", false, "print cb-depsolver's dependency graph (of --project-path, else all) in build order")
+	fs.StringVar(&f.format, "format", "json", "--dependency-graph: json or dot (Graphviz)")
+	fs.StringVar(&f.depsolverURL, "depsolver-url", "", "cb-depsolver API (env "+ctlEnvDepsolverURL+"; default for --dependency-graph http://"+DefaultDepsolverListen+"); with --build-dependencies it adds the depsolver's view")
 
 	fs.StringVar(&f.projectPath, "project-path", "", "path below projects/ holding the package or image, e.g. MS")
 	fs.StringVar(&f.arch, "arch", "", "target architecture as uname -m prints it (local builds: default host arch)")
@@ -112,6 +122,10 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 		return usageErr("--since: %v", err)
 	}
 
+	depsolverURL := f.depsolverURL
+	if depsolverURL == "" {
+		depsolverURL = env.Getenv(ctlEnvDepsolverURL)
+	}
 	// Commands without a broker.
 	switch cmd {
 	case "build-package-local", "build-image-local", "build-dependencies-local":
@@ -120,6 +134,25 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 		}
 	}
 	switch cmd {
+	case "dependency-graph":
+		if depsolverURL == "" {
+			depsolverURL = "http://" + DefaultDepsolverListen
+		}
+		if f.format != "json" && f.format != "dot" {
+			return usageErr("--format: want json or dot, got %q", f.format)
+		}
+		prefix := ""
+		if f.projectPath != "" {
+			prefix = strings.TrimSuffix(f.projectPath, "/")
+			if !strings.HasPrefix(prefix, "projects/") && prefix != "projects" {
+				prefix = "projects/" + prefix
+			}
+			if err := message.ValidateProject(prefix); err != nil && prefix != "projects" {
+				return usageErr("--project-path: %v", err)
+			}
+		}
+		d := ctl.Depsolver{URL: depsolverURL}
+		return ctlExit(env, d.Graph(ctx, env.Stdout, prefix, f.format == "dot"))
 	case "build-package-local", "build-image-local":
 		o := job.Local{Dist: f.dist, Selection: f.selection, Arch: f.arch, Clean: f.clean}
 		if cmd == "build-package-local" {
@@ -229,6 +262,9 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 	case "build-log":
 		return ctlExit(env, client.BuildLog(ctx, q, f.keepOpen))
 	case "build-dependencies":
+		if depsolverURL != "" {
+			return ctlExit(env, client.BuildDependenciesWith(ctx, ctl.Depsolver{URL: depsolverURL}, q))
+		}
 		return ctlExit(env, client.BuildDependencies(ctx, q))
 	case "get-binaries":
 		if f.targetDir == "" {
@@ -252,6 +288,7 @@ func (f *ctlFlags) command() (string, error) {
 		{"build-dependencies", f.buildDeps != ""}, {"build-dependencies-local", f.buildDepsLocal},
 		{"build-log", f.buildLog != ""}, {"build-info", f.buildInfo != ""},
 		{"get-binaries", f.getBinaries != ""}, {"watch", f.watch}, {"follow-request-id", f.followRequestID != ""},
+		{"dependency-graph", f.dependencyGraph},
 	} {
 		if c.on {
 			set = append(set, c.name)

@@ -57,6 +57,8 @@ func TestCtlUsageErrors(t *testing.T) {
 		{"negative timeout", []string{"--watch", "--timeout=-1"}},
 		{"get-binaries without target dir", []string{"--get-binaries=x", "--project-path=MS", "--arch=x86_64", "--dist=TW"}},
 		{"unknown flag", []string{"--build-pakage=x"}},
+		{"graph format", []string{"--dependency-graph", "--format=svg"}},
+		{"graph with escaping project path", []string{"--dependency-graph", "--project-path=../x"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stderr := &lockedBuffer{}

@@ -10,6 +10,7 @@ import (
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/fetch"
+	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
 	"github.com/cloud-builder/cb/internal/source"
 )
@@ -27,6 +28,7 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 	fs.Var(&interval, "update-interval", "time between polls (seconds, or a duration like 1m; default: CB_UPDATE of the settings file, else 30)")
 	singleShot := fs.Bool("single-shot", false, "clone or update the checkout once and exit, without requesting builds (runners at boot)")
 	stateFile := fs.String("state-file", "", "file keeping the last processed commit (default: <sources>.fetch-state)")
+	viaDepsolver := fs.Bool("via-depsolver", false, "send build requests to cb-depsolver ("+message.TopicDepsolverRequests+"), which forwards them in dependency order, instead of to the runner groups")
 	initialBuild := fs.Bool("initial-build", false, "on the first start without state, request every target once instead of only recording the head")
 	sources := fs.String("sources", paths.Sources, "the source checkout (env "+config.EnvSources+")")
 	brokerConfig := fs.String("broker-config", paths.BrokerConfig, "broker config file (env "+config.EnvBrokerConfig+")")
@@ -82,6 +84,9 @@ func runFetch(ctx context.Context, env *Env, args []string) int {
 		URL: *project, Branch: *branch, Dir: *sources, StateFile: *stateFile,
 		Interval: interval.d, SingleShot: *singleShot, InitialBuild: *initialBuild,
 		Logger: logger,
+	}
+	if *viaDepsolver {
+		cfg.RequestTopic = message.TopicDepsolverRequests
 	}
 	if *singleShot {
 		// Only the checkout: no broker needed, so a runner can fetch its

@@ -13,6 +13,7 @@ import (
 	osuser "os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/artifact"
@@ -20,9 +21,12 @@ import (
 	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
+	"github.com/cloud-builder/cb/internal/depsolver"
 	"github.com/cloud-builder/cb/internal/fetch"
 	"github.com/cloud-builder/cb/internal/info"
+	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
+	"github.com/cloud-builder/cb/internal/mirror"
 )
 
 func init() {
@@ -33,8 +37,10 @@ func init() {
 type upFlags struct {
 	project, branch, stateDir, examples, group, backend string
 	brokerListen, repoListen, artifactListen, metrics   string
+	depsolverListen                                     string
 	buildLimit                                          int
-	interval                                            time.Duration
+	interval, baseInterval                              time.Duration
+	noDepsolver                                         bool
 }
 
 func runUp(ctx context.Context, env *Env, args []string) int {
@@ -54,6 +60,9 @@ func runUp(ctx context.Context, env *Env, args []string) int {
 	fs.StringVar(&f.repoListen, "repo-listen", "127.0.0.1:8080", "collector: repositories, uploads, status")
 	fs.StringVar(&f.artifactListen, "artifact-listen", "127.0.0.1:8081", "runner artifact endpoint: logs and binaries")
 	fs.StringVar(&f.metrics, "metrics-listen", "127.0.0.1:9100", "/healthz and /metrics of every service")
+	fs.StringVar(&f.depsolverListen, "depsolver-listen", DefaultDepsolverListen, "cb-depsolver API: dependency graph and target states")
+	fs.DurationVar(&f.baseInterval, "base-interval", 10*time.Minute, "cb-depsolver: shortest time between base repository checks (0: off)")
+	fs.BoolVar(&f.noDepsolver, "no-depsolver", false, "run without cb-depsolver: cb-fetch requests builds directly, in no particular order")
 	fs.IntVar(&f.buildLimit, "build-limit", 2, "builds running at once")
 	fs.DurationVar(&f.interval, "update-interval", 30*time.Second, "how often the source repository is checked for changes")
 	if code, done := parse(fs, args); done {
@@ -128,7 +137,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 
 	// The broker first: every other part talks through it.
 	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{
-		Listen: f.brokerListen, DataDir: st.broker, Partitions: 1, Topics: []string{f.group}, Logger: logger,
+		Listen: f.brokerListen, DataDir: st.broker, Partitions: 1, Topics: []string{f.group, message.TopicDepsolverRequests}, Logger: logger,
 	})
 	if err != nil {
 		return fmt.Errorf("embedded broker: %w", err)
@@ -140,11 +149,16 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		return err
 	}
 
-	coll, err := collect.New(collect.Config{
-		RepoRoot: st.repo, StateDir: st.collector, Listen: f.repoListen,
+	depEvents := &lazyPublisher{}
+	collCfg := collect.Config{
+		RepoRoot: st.repo, StateDir: st.collector, Listen: f.repoListen, ThisHost: "127.0.0.1",
 		Project: project, Branch: f.branch, UpdateInterval: f.interval, Logger: logger.With("component", "collect"),
 		Published: events.published,
-	})
+	}
+	if !f.noDepsolver {
+		collCfg.Events = depEvents
+	}
+	coll, err := collect.New(collCfg)
 	if err != nil {
 		return err
 	}
@@ -179,6 +193,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		return err
 	}
 	defer client.Close()
+	depEvents.set(client)
 
 	// The collector listens before anything is started, so its address is
 	// known; the other servers report theirs when they listen.
@@ -211,10 +226,21 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 			brokerConfig: st.brokerConfig, buildLimit: f.buildLimit, pollTimeout: 2 * time.Second,
 		})
 	})
-	g.Go("fetch", func() error {
-		return fetch.Run(gctx, fetch.Config{URL: project, Branch: f.branch, Dir: st.sources, Interval: f.interval,
-			InitialBuild: true, ThisHost: "127.0.0.1", Publisher: client, Logger: logger.With("component", "fetch")})
-	})
+	fcfg := fetch.Config{URL: project, Branch: f.branch, Dir: st.sources, Interval: f.interval,
+		InitialBuild: true, ThisHost: "127.0.0.1", Publisher: client, Logger: logger.With("component", "fetch")}
+	if !f.noDepsolver {
+		fcfg.RequestTopic = message.TopicDepsolverRequests
+		ds, err := depsolver.New(depsolver.Config{Broker: opts, URL: project, Branch: f.branch,
+			Dir: filepath.Join(st.root, "depsolver", "sources"), StateFile: filepath.Join(st.root, "depsolver", "state.json"),
+			CollectorURL: repoURL, Listen: f.depsolverListen, BaseInterval: f.baseInterval, RunnerRoot: st.runner,
+			Substitute: mirror.Substitute, ThisHost: "127.0.0.1", Logger: logger.With("component", "depsolver"),
+			OnListen: func(a net.Addr) { ready("dependencies", a) }})
+		if err != nil {
+			return err
+		}
+		g.Go("depsolver", func() error { return ds.Run(gctx) })
+	}
+	g.Go("fetch", func() error { return fetch.Run(gctx, fcfg) })
 	g.Go("events", func() error { return events.run(gctx, opts, eventsFrom) })
 	g.Go("metrics", func() error {
 		return metrics.Serve(gctx, f.metrics, metrics.Mux(client.Ping), logger, func(a net.Addr) { ready("health and metrics", a) })
@@ -239,6 +265,9 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		}
 		fmt.Fprintf(env.Stdout, "  %-22s %s\n", "source repository", project)
 		fmt.Fprintf(env.Stdout, "\nTalk to it with cb-ctl:\n  export CB_BROKER_CONFIG=%s CB_RUNNER_CONFIG=%s CB_CTL_CONFIG=%s\n  cb-ctl --watch\n", st.brokerConfig, st.runnerConfig, st.ctlConfig)
+		if !f.noDepsolver {
+			fmt.Fprintf(env.Stdout, "  cb-ctl --dependency-graph --depsolver-url http://%s\n", f.depsolverListen)
+		}
 		fmt.Fprintf(env.Stdout, "\nBuild events (more detail: --log-level info):\n")
 	}()
 	err = g.Wait()
@@ -247,6 +276,30 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	// broker being gone on the way out.
 	client.Close()
 	return errors.Join(err, emb.Close())
+}
+
+// lazyPublisher lets the collector, created before the broker client,
+// publish through it once it exists; events before that are dropped (the
+// depsolver also reacts to the builds' final responses).
+type lazyPublisher struct {
+	mu sync.Mutex
+	c  *broker.Client
+}
+
+func (l *lazyPublisher) set(c *broker.Client) {
+	l.mu.Lock()
+	l.c = c
+	l.mu.Unlock()
+}
+
+func (l *lazyPublisher) Publish(ctx context.Context, topic string, value []byte) error {
+	l.mu.Lock()
+	c := l.c
+	l.mu.Unlock()
+	if c == nil {
+		return errors.New("broker client not ready")
+	}
+	return c.Publish(ctx, topic, value)
 }
 
 // findExamples locates the shipped examples directory.
