@@ -28,6 +28,12 @@ type Repository struct {
 	Distribution string   // apt-deb suite; empty for a flat repository
 	Components   []string // apt-deb components
 	Alias        string
+	// SignedBy is the key file apt verifies the repository with (the
+	// project repositories of the collector); "" uses apt's keyrings.
+	SignedBy string
+	// KeyDigest, when set, stands for the repository's index in the cache
+	// key (a project repository: the packages the root takes from it).
+	KeyDigest string
 }
 
 // Profile is what one DIST.ARCH profile of a description asks for: the

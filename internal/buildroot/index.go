@@ -50,35 +50,41 @@ func IndexDigest(ctx context.Context, r Repository) (string, error) {
 
 var errMissing = errors.New("not found")
 
-func fetchDigest(ctx context.Context, u string) (string, error) {
+// openURL opens a file: or http(s): URL.
+func openURL(ctx context.Context, u string) (io.ReadCloser, error) {
 	pu, err := url.Parse(u)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	var body io.ReadCloser
 	switch pu.Scheme {
 	case "file":
 		f, err := os.Open(pu.Path)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", u, err)
+			return nil, fmt.Errorf("%s: %w", u, err)
 		}
-		body = f
+		return f, nil
 	case "http", "https":
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		resp, err := indexClient.Do(req)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			return "", fmt.Errorf("%s: %s: %w", u, resp.Status, errMissing)
+			return nil, fmt.Errorf("%s: %s: %w", u, resp.Status, errMissing)
 		}
-		body = resp.Body
-	default:
-		return "", fmt.Errorf("%s: unsupported scheme", u)
+		return resp.Body, nil
+	}
+	return nil, fmt.Errorf("%s: unsupported scheme", u)
+}
+
+func fetchDigest(ctx context.Context, u string) (string, error) {
+	body, err := openURL(ctx, u)
+	if err != nil {
+		return "", err
 	}
 	defer body.Close()
 	h := sha256.New()

@@ -47,6 +47,9 @@ type Options struct {
 	// of reusing the packages earlier roots downloaded (for benchmarks of
 	// a truly cold start).
 	NoDownloadCache bool
+	// ProjectRepos, when set, adds the target's project repositories of
+	// the collector to apt buildroots built by the native backend.
+	ProjectRepos *ProjectRepos
 	// Log receives the progress the user reads (<target>.prepare.log).
 	Log    io.Writer
 	Logger *slog.Logger
@@ -121,6 +124,19 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	deps, err := BuildDeps(pkgDir, prof.Arch)
 	if err != nil {
 		return fail(err)
+	}
+	if opts.ProjectRepos != nil {
+		if backend.Name() != BackendNative {
+			step("project repositories: only the native backend adds them, this root is built by %s", backend.Name())
+		} else {
+			extra, err := projectRepositories(ctx, opts.ProjectRepos, opts.CacheDir, pkgDir, t, prof, kind, deps, step)
+			if err != nil {
+				return fail(err)
+			}
+			// A new index of a project repository gives a new cache key:
+			// a new dependency version gives a new root.
+			prof.Repositories = append(prof.Repositories, extra...)
+		}
 	}
 	step("package manager %s, backend %s, %d repositories", prof.PackageManager, backend.Name(), len(prof.Repositories))
 	step("bootstrap packages: %s", strings.Join(prof.Bootstrap, " "))
@@ -231,9 +247,12 @@ func cacheKey(ctx context.Context, backend string, desc []byte, p *Profile, deps
 	h := sha256.New()
 	fmt.Fprintf(h, "format %d\nbackend %s\nprofile %s\ndescription %x\n", keyFormat, backend, p.Name, sha256.Sum256(desc))
 	for _, r := range p.Repositories {
-		sum, err := IndexDigest(ctx, r)
-		if err != nil {
-			return "", err
+		sum := r.KeyDigest
+		if sum == "" {
+			var err error
+			if sum, err = IndexDigest(ctx, r); err != nil {
+				return "", err
+			}
 		}
 		step("repository %s %s: index sha256 %s", r.Path, r.Distribution, sum)
 		fmt.Fprintf(h, "repository %s %s %s %s %s\n", r.Type, r.Path, r.Distribution, strings.Join(r.Components, ","), sum)

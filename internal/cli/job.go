@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
@@ -26,6 +27,8 @@ type runnerFlags struct {
 	runnerConfig                         string
 	brokerHosts                          string
 	collectorURL, collectorTokenFile     string
+	collectorKeyFile                     string
+	noProjectRepos                       bool
 	backend, cacheDir                    string
 	buildTimeout                         time.Duration
 }
@@ -40,6 +43,8 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.StringVar(&f.brokerHosts, "broker", "", "broker seeds host:port[,host:port] (default: broker.host of the broker config)")
 	fs.StringVar(&f.collectorURL, "collector-url", "", "collector upload URL, e.g. http://repo:8080 (default: collector.url of the runner config; empty keeps results on the runner)")
 	fs.StringVar(&f.collectorTokenFile, "collector-token-file", "", "file holding the collector upload token (or env CB_COLLECTOR_TOKEN)")
+	fs.StringVar(&f.collectorKeyFile, "collector-key-file", "", "the collector's public signing key, for the project repositories in buildroots (default: collector.key_file of the broker config, else fetched from the collector once and pinned)")
+	fs.BoolVar(&f.noProjectRepos, "no-project-repositories", false, "do not add the collector's project repositories to buildroots")
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
 	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
@@ -66,6 +71,17 @@ func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
 	if f.collectorTokenFile == "" {
 		f.collectorTokenFile = cfg.Collector.TokenFile
 	}
+	if f.collectorKeyFile == "" {
+		f.collectorKeyFile = cfg.Collector.KeyFile
+	}
+}
+
+// projectRepos returns where buildroots find the project repositories.
+func (f *runnerFlags) projectRepos() *buildroot.ProjectRepos {
+	if f.collectorURL == "" || f.noProjectRepos {
+		return nil
+	}
+	return &buildroot.ProjectRepos{URL: strings.TrimRight(f.collectorURL, "/"), KeyFile: f.collectorKeyFile}
 }
 
 // jobArgs is the argument list of a `cb job` process that runs with the
@@ -84,13 +100,20 @@ func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 	if f.collectorTokenFile != "" {
 		args = append(args, "--collector-token-file", f.collectorTokenFile)
 	}
+	if f.collectorKeyFile != "" {
+		args = append(args, "--collector-key-file", f.collectorKeyFile)
+	}
+	if f.noProjectRepos {
+		args = append(args, "--no-project-repositories")
+	}
 	return args
 }
 
 // jobConfig is the part of a job's Config the runner flags give.
 func (f *runnerFlags) jobConfig(logger *slog.Logger) job.Config {
 	return job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, ThisHost: f.thisHost, RunnerGroup: f.group,
-		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout, Logger: logger}
+		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout, Logger: logger,
+		ProjectRepos: f.projectRepos()}
 }
 
 // uploader returns the collector client, or nil when no collector is set.

@@ -172,6 +172,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	// Configuration files for the job processes and for the user's
 	// cb-ctl, ours and the original's: broker.yml and cbctl.yml hold only
 	// the original's keys, so its tools can share them.
+	keyFile := filepath.Join(st.repo, "repo.gpg")
 	for p, c := range upConfigs(st, brokerHost, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL) {
 		if err := config.WriteFile(p, c); err != nil {
 			return err
@@ -219,7 +220,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 			Logger: logger.With("component", "info")})
 	})
 	rf := &runnerFlags{runnerConfig: st.runnerConfig, runnerRoot: st.runner, sources: st.sources, thisHost: "127.0.0.1", group: f.group,
-		brokerHosts: brokerHost, collectorURL: repoURL, collectorTokenFile: uploadTokenFile, backend: f.backend,
+		brokerHosts: brokerHost, collectorURL: repoURL, collectorTokenFile: uploadTokenFile, collectorKeyFile: keyFile, backend: f.backend,
 		cacheDir: st.cache, buildTimeout: 4 * time.Hour}
 	g.Go("scheduler", func() error {
 		return runRunner(gctx, env, logger.With("component", "scheduler"), cfg, rf, runnerOptions{

@@ -124,6 +124,9 @@ type Endpoint struct {
 	TLSCert   string `yaml:"tls_cert,omitempty"`
 	TLSKey    string `yaml:"tls_key,omitempty"`
 	ClientCA  string `yaml:"client_ca,omitempty"`
+	// KeyFile is the collector's public signing key, with which runners
+	// verify the project repositories added to buildroots.
+	KeyFile string `yaml:"key_file,omitempty"`
 }
 
 // ReadToken returns Token, or the trimmed content of TokenFile.

@@ -59,6 +59,10 @@ type Config struct {
 	BuildTimeout  time.Duration
 	MaxLogBytes   int64
 	Logger        *slog.Logger
+
+	// ProjectRepos, when set, puts the target's project repositories of
+	// the collector into its buildroot.
+	ProjectRepos *buildroot.ProjectRepos
 }
 
 // DefaultBuildTimeout bounds one build step.
@@ -255,11 +259,12 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	defer logf.Close()
 	start := time.Now()
 	layout, err := buildroot.Prepare(ctx, buildroot.Options{
-		CacheDir: r.cfg.CacheDir,
-		Backend:  r.cfg.Backend,
-		Fresh:    r.req.FreshBuildRoot || r.clean,
-		Log:      logf,
-		Logger:   r.logger,
+		CacheDir:     r.cfg.CacheDir,
+		Backend:      r.cfg.Backend,
+		Fresh:        r.req.FreshBuildRoot || r.clean,
+		ProjectRepos: r.cfg.ProjectRepos,
+		Log:          logf,
+		Logger:       r.logger,
 	}, r.pkgDir(), r.t)
 	r.note(func(e *journal.Entry) { e.Prepare = time.Since(start) })
 	if err != nil {

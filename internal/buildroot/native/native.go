@@ -160,7 +160,13 @@ func Command(p *buildroot.Profile, deps []string, dir string) ([]string, error) 
 		}
 		// One sources.list line per repository: every value was validated
 		// by the description parser (no white space in any of them).
-		mirrors = append(mirrors, strings.Join(append([]string{"deb", r.Path, dist}, r.Components...), " "))
+		line := []string{"deb", r.Path, dist}
+		if r.SignedBy != "" {
+			// A path without white space, chosen by the runner (never
+			// from the description).
+			line = []string{"deb", "[signed-by=" + r.SignedBy + "]", r.Path, dist}
+		}
+		mirrors = append(mirrors, strings.Join(append(line, r.Components...), " "))
 		for _, c := range r.Components {
 			if !slices.Contains(components, c) {
 				components = append(components, c)

@@ -46,3 +46,19 @@ func TestCommand(t *testing.T) {
 		}
 	}
 }
+
+// A project repository of the collector is verified with its key.
+func TestCommandSignedBy(t *testing.T) {
+	p := &buildroot.Profile{Name: "bookworm.x86_64", Arch: "x86_64", PackageManager: "apt", Repositories: []buildroot.Repository{
+		{Type: buildroot.RepoAptDeb, Path: "http://deb.example/debian", Distribution: "bookworm", Components: []string{"main"}},
+		{Type: buildroot.RepoAptDeb, Path: "http://repo:8080/projects/T/bookworm", Distribution: "bookworm", Components: []string{"main"}, SignedBy: "/keys/repo.gpg"},
+	}}
+	argv, err := Command(p, nil, "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(argv, "deb [signed-by=/keys/repo.gpg] http://repo:8080/projects/T/bookworm bookworm main") ||
+		!slices.Contains(argv, "deb http://deb.example/debian bookworm main") {
+		t.Fatalf("argv %q", argv)
+	}
+}
