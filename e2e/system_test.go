@@ -46,6 +46,13 @@ func cacheDir() string {
 // the shipped examples plus e2e/testdata/projects.
 func newSystem(t *testing.T) *system {
 	t.Helper()
+	return newSystemFrom(t, []string{filepath.Join(repoRoot, "examples", "projects"), filepath.Join(repoRoot, "e2e", "testdata", "projects")}, nil)
+}
+
+// newSystemFrom starts broker and collector (with collectorArgs) on a
+// source repository made of the projects/ trees given.
+func newSystemFrom(t *testing.T, trees []string, collectorArgs []string) *system {
+	t.Helper()
 	dir := t.TempDir()
 	s := &system{t: t, dir: dir,
 		runnerRoot: filepath.Join(dir, "runner"), repoRoot: filepath.Join(dir, "repo"),
@@ -57,11 +64,25 @@ func newSystem(t *testing.T) *system {
 	}
 	git(t, dir, "init", "-q", "--bare", s.origin)
 	git(t, dir, "clone", "-q", s.origin, s.work)
-	copyTree(t, filepath.Join(repoRoot, "examples", "projects"), filepath.Join(s.work, "projects"))
-	copyTree(t, filepath.Join(repoRoot, "e2e", "testdata", "projects"), filepath.Join(s.work, "projects"))
+	for _, tree := range trees {
+		copyTree(t, tree, filepath.Join(s.work, "projects"))
+	}
+	// Test packages without a buildroot description share the example's.
 	kiwi := filepath.Join(repoRoot, "examples", "projects", "Debian", "cb-hello", ".cb", "build_root.kiwi")
-	for _, n := range []string{"cb-broken", "cb-slow"} {
-		copyTree(t, kiwi, filepath.Join(s.work, "projects", "Debian", n, ".cb", "build_root.kiwi"))
+	rpmKiwi := filepath.Join(repoRoot, "examples", "projects", "RPM", "cb-hello-rpm", ".cb", "build_root.kiwi")
+	metas, _ := filepath.Glob(filepath.Join(s.work, "projects", "*", "*", ".cb", "cloud_builder.yml"))
+	for _, m := range metas {
+		pkg := filepath.Dir(filepath.Dir(m))
+		if _, err := os.Stat(filepath.Join(pkg, ".cb", "build_root.kiwi")); err == nil {
+			continue
+		}
+		src := kiwi
+		if specs, _ := filepath.Glob(filepath.Join(pkg, "*.spec")); len(specs) > 0 {
+			src = rpmKiwi
+		}
+		if fi, err := os.Stat(filepath.Join(pkg, "debian")); err == nil && fi.IsDir() || src == rpmKiwi {
+			copyTree(t, src, filepath.Join(pkg, ".cb", "build_root.kiwi"))
+		}
 	}
 	git(t, s.work, "add", "-A")
 	git(t, s.work, "commit", "-q", "-m", "examples")
@@ -103,9 +124,10 @@ func newSystem(t *testing.T) *system {
 		_, _, err := run(t, s.env, "cb-ctl", "--watch", "--timeout", "1")
 		return err == nil
 	})
-	s.collector = start(t, s.env, "cb-collect", "--listen", collectorAddr, "--repo-root", s.repoRoot,
+	args := append([]string{"--listen", collectorAddr, "--repo-root", s.repoRoot,
 		"--state-dir", filepath.Join(dir, "collector"), "--token-file", s.tokenFile,
-		"--project", "file://"+s.origin, "--branch", "main", "--update-interval", "2")
+		"--project", "file://" + s.origin, "--branch", "main", "--update-interval", "2"}, collectorArgs...)
+	s.collector = start(t, s.env, "cb-collect", args...)
 	s.resp = watchResponses(t, s.brokerAddr)
 	return s
 }

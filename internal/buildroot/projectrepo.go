@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -106,46 +105,58 @@ func projectRepositories(ctx context.Context, pr *ProjectRepos, cacheDir, pkgDir
 	return out, nil
 }
 
-// collectorKey returns the path of the collector's key.
+// collectorKey returns the path of the collector's key: a copy in the
+// cache directory, named by its content, which apt's unprivileged
+// download user can read wherever the configured file lives.
 func collectorKey(ctx context.Context, pr *ProjectRepos, cacheDir string) (string, error) {
+	var data []byte
 	if pr.KeyFile != "" {
-		abs, err := filepath.Abs(pr.KeyFile)
+		f, err := os.Open(pr.KeyFile)
 		if err != nil {
-			return "", err
-		}
-		if _, err := os.Stat(abs); err != nil {
 			return "", fmt.Errorf("collector key: %w", err)
 		}
-		return abs, nil
+		defer f.Close()
+		if data, err = io.ReadAll(io.LimitReader(f, 1<<20)); err != nil {
+			return "", fmt.Errorf("collector key: %w", err)
+		}
+	} else {
+		// Trust on first use: the key is fetched once per collector URL
+		// and kept.
+		pin := filepath.Join(cacheDir, fmt.Sprintf("collector-url-%.16x.gpg", sha256.Sum256([]byte(pr.URL))))
+		if _, err := os.Stat(pin); err == nil {
+			return pin, nil
+		}
+		u := strings.TrimRight(pr.URL, "/") + "/repo.gpg"
+		body, err := openURL(ctx, u)
+		if err != nil {
+			return "", fmt.Errorf("collector key: %w", err)
+		}
+		defer body.Close()
+		if data, err = io.ReadAll(io.LimitReader(body, 1<<20)); err != nil {
+			return "", fmt.Errorf("collector key: %w", err)
+		}
+		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+			return "", err
+		}
+		if err := atomicfile.WriteFile(pin, data, 0o644); err != nil {
+			return "", fmt.Errorf("pin collector key: %w", err)
+		}
+		return pin, nil
 	}
-	pinned := filepath.Join(cacheDir, fmt.Sprintf("collector-%.16x.gpg", sha256.Sum256([]byte(pr.URL))))
-	if _, err := os.Stat(pinned); err == nil {
-		return pinned, nil
+	if len(data) == 0 {
+		return "", fmt.Errorf("collector key %s is empty", pr.KeyFile)
 	}
-	u := strings.TrimRight(pr.URL, "/") + "/repo.gpg"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := indexClient.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("collector key: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("collector key: %s: %s", u, resp.Status)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return "", fmt.Errorf("collector key: %w", err)
+	p := filepath.Join(cacheDir, fmt.Sprintf("collector-%.16x.gpg", sha256.Sum256(data)))
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", err
 	}
-	if err := atomicfile.WriteFile(pinned, data, 0o644); err != nil {
-		return "", fmt.Errorf("pin collector key: %w", err)
+	if err := atomicfile.WriteFile(p, data, 0o644); err != nil {
+		return "", fmt.Errorf("copy collector key: %w", err)
 	}
-	return pinned, nil
+	return p, nil
 }
 
 // neededFrom reads the repository's Packages index for arch and returns

@@ -1,0 +1,8 @@
+#include <stdio.h>
+#include <cbgreet.h>
+
+int main(void)
+{
+	puts("cbgreet " CBGREET_VERSION);
+	return 0;
+}

@@ -1,0 +1,1 @@
+#define CBGREET_VERSION "1.0"
