@@ -15,11 +15,12 @@ import (
 	"github.com/cloud-builder/cb/internal/message"
 )
 
-// responseLog keeps every response on cb-response in broker order (the
-// topic has one partition).
+// responseLog keeps every response on cb-response in the order they were
+// produced (record timestamps: the topic has several partitions).
 type responseLog struct {
 	mu  sync.Mutex
 	all []*message.Response
+	ts  []time.Time
 }
 
 func watchInOrder(t *testing.T, brokerAddr string) *responseLog {
@@ -43,7 +44,13 @@ func watchInOrder(t *testing.T, brokerAddr string) *responseLog {
 			for _, rec := range recs {
 				if r, err := message.DecodeResponse(rec.Value); err == nil {
 					l.mu.Lock()
-					l.all = append(l.all, r)
+					// Insert in timestamp order.
+					i := len(l.ts)
+					for i > 0 && l.ts[i-1].After(rec.Timestamp) {
+						i--
+					}
+					l.all = append(l.all[:i], append([]*message.Response{r}, l.all[i:]...)...)
+					l.ts = append(l.ts[:i], append([]time.Time{rec.Timestamp}, l.ts[i:]...)...)
 					l.mu.Unlock()
 				}
 			}

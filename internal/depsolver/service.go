@@ -69,14 +69,22 @@ type Service struct {
 	actions map[string]string
 	// digests of every base repository's index, by base key.
 	digests map[string]string
+	// finished are request ids whose final response was seen: responses
+	// travel over several partitions, so an accepted response may arrive
+	// after the final one and must not mark the target building again.
+	finished map[string]time.Time
 }
+
+// finishedKeep is how long a finished request id is remembered.
+const finishedKeep = 24 * time.Hour
 
 // savedState is the state file.
 type savedState struct {
-	Statuses  map[string]Status `json:"statuses"`
-	ByRequest map[string]string `json:"by_request"`
-	Actions   map[string]string `json:"actions"`
-	Digests   map[string]string `json:"base_digests"`
+	Statuses  map[string]Status    `json:"statuses"`
+	ByRequest map[string]string    `json:"by_request"`
+	Actions   map[string]string    `json:"actions"`
+	Digests   map[string]string    `json:"base_digests"`
+	Finished  map[string]time.Time `json:"finished"`
 }
 
 // New validates cfg.
@@ -104,7 +112,8 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Service{cfg: cfg, log: cfg.Logger, eng: NewEngine(), scanner: &Scanner{Dir: cfg.Dir, Substitute: cfg.Substitute},
-		byRequest: map[string]string{}, actions: map[string]string{}, digests: map[string]string{}}, nil
+		byRequest: map[string]string{}, actions: map[string]string{}, digests: map[string]string{},
+		finished: map[string]time.Time{}}, nil
 }
 
 // Run serves until ctx ends.
@@ -333,7 +342,7 @@ func (s *Service) handleResponse(ctx context.Context, r *message.Response) {
 			sel = r.Target.Selection
 		}
 		id := r.Project + "@" + sel + "." + r.Target.Arch
-		if s.eng.Target(id) == nil {
+		if _, done := s.finished[r.RequestID]; done || s.eng.Target(id) == nil {
 			return
 		}
 		s.byRequest[r.RequestID] = id
@@ -345,6 +354,13 @@ func (s *Service) handleResponse(ctx context.Context, r *message.Response) {
 		}
 		s.dispatch(ctx)
 	case message.IsFinal(r.ResponseCode):
+		now := time.Now()
+		s.finished[r.RequestID] = now
+		for k, t := range s.finished {
+			if now.Sub(t) > finishedKeep {
+				delete(s.finished, k)
+			}
+		}
 		id, ok := s.byRequest[r.RequestID]
 		if !ok {
 			return
@@ -681,11 +697,14 @@ func (s *Service) load() {
 	for k, v := range st.Digests {
 		s.digests[k] = v
 	}
+	for k, v := range st.Finished {
+		s.finished[k] = v
+	}
 }
 
 // save writes the state file atomically. The caller holds s.mu.
 func (s *Service) save() {
-	data, err := json.Marshal(savedState{Statuses: s.eng.Statuses(), ByRequest: s.byRequest, Actions: s.actions, Digests: s.digests})
+	data, err := json.Marshal(savedState{Statuses: s.eng.Statuses(), ByRequest: s.byRequest, Actions: s.actions, Digests: s.digests, Finished: s.finished})
 	if err == nil {
 		tmp := s.cfg.StateFile + ".tmp"
 		if err = os.WriteFile(tmp, data, 0o644); err == nil {
