@@ -20,6 +20,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"pault.ag/go/debian/control"
+	"pault.ag/go/debian/dependency"
 )
 
 // maxIndexSize bounds an index download (decompressed).
@@ -136,19 +137,34 @@ func AptPackages(ctx context.Context, baseURL, distribution string, components [
 	return out, nil
 }
 
-// ParsePackages reads a Debian Packages index.
+// ParsePackages reads a Debian Packages index one paragraph at a time
+// (a distribution's index has tens of thousands; only the fields the
+// graph needs are kept).
 func ParsePackages(r io.Reader) ([]Binary, error) {
-	idx, err := control.ParseBinaryIndex(bufio.NewReaderSize(r, 64<<10))
+	pr, err := control.NewParagraphReader(bufio.NewReaderSize(r, 64<<10), nil)
 	if err != nil {
 		return nil, fmt.Errorf("parse Packages: %w", err)
 	}
-	out := make([]Binary, 0, len(idx))
-	for _, p := range idx {
-		b := Binary{Name: p.Package, Version: p.Version.String(), Arch: p.Architecture.String(),
-			File: p.Filename, SHA256: p.SHA256}
-		if prov := p.Values["Provides"]; prov != "" {
-			provides := p.GetProvides()
-			for _, pp := range provides.GetAllPossibilities() {
+	var out []Binary
+	for {
+		p, err := pr.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse Packages: %w", err)
+		}
+		v := p.Values
+		if v["Package"] == "" {
+			continue
+		}
+		b := Binary{Name: v["Package"], Version: v["Version"], Arch: v["Architecture"], File: v["Filename"], SHA256: v["SHA256"]}
+		if prov := v["Provides"]; prov != "" {
+			dep, err := dependency.Parse(prov)
+			if err != nil {
+				return nil, fmt.Errorf("parse Packages: %s: Provides: %w", b.Name, err)
+			}
+			for _, pp := range dep.GetAllPossibilities() {
 				s := pp.Name
 				if pp.Version != nil && pp.Version.Operator == "=" {
 					s += " (= " + pp.Version.Number + ")"
@@ -158,7 +174,6 @@ func ParsePackages(r io.Reader) ([]Binary, error) {
 		}
 		out = append(out, b)
 	}
-	return out, nil
 }
 
 // RPMPackages reads the primary metadata of an rpm-md repository.
