@@ -155,7 +155,23 @@ func TestDepsolver(t *testing.T) {
 		"--listen", depsAddr, "--base-interval", "0", "--runner-root", s.runnerRoot)
 	s.startScheduler("--build-limit", "2", "--collector-key-file", filepath.Join(s.repoRoot, "repo.gpg"))
 	start(t, s.env, "cb-fetch", "--project", "file://"+s.origin, "--branch", "main", "--update-interval", "2",
-		"--via-depsolver", "--initial-build")
+		"--via-depsolver")
+	// The first poll records the head. Then one commit changes every
+	// package's sources (not their .cb/ metadata, which would ask for
+	// fresh buildroots): the first build of everything, through the
+	// depsolver.
+	waitFor(t, time.Minute, "cb-fetch's first poll", func() bool {
+		_, err := os.Stat(s.sources + ".fetch-state")
+		return err == nil
+	})
+	for _, p := range []string{lib, tool, plugin, needy, rlib, rtool, cycA, cycB} {
+		if err := os.WriteFile(filepath.Join(s.work, p, "NEWS"), []byte("First release.\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	git(t, s.work, "add", "-A")
+	git(t, s.work, "commit", "-q", "-m", "first release")
+	git(t, s.work, "push", "-q", "origin", "HEAD:main")
 
 	waitSettled := func(what string, timeout time.Duration, cond func() bool) {
 		t.Helper()
