@@ -259,12 +259,13 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	defer logf.Close()
 	start := time.Now()
 	layout, err := buildroot.Prepare(ctx, buildroot.Options{
-		CacheDir:     r.cfg.CacheDir,
-		Backend:      r.cfg.Backend,
-		Fresh:        r.req.FreshBuildRoot || r.clean,
+		CacheDir: r.cfg.CacheDir,
+		Backend:  r.cfg.Backend,
+		Fresh:    r.req.FreshBuildRoot || r.clean,
+		Log:      logf,
+		Logger:   r.logger,
+
 		ProjectRepos: r.cfg.ProjectRepos,
-		Log:          logf,
-		Logger:       r.logger,
 	}, r.pkgDir(), r.t)
 	r.note(func(e *journal.Entry) { e.Prepare = time.Since(start) })
 	if err != nil {
