@@ -28,10 +28,10 @@ type repoStatus struct {
 func TestUp(t *testing.T) {
 	needRoot(t, "mmdebstrap", "kiwi-ng", "createrepo_c", "gpg")
 	state := t.TempDir()
-	brokerAddr, repoAddr, artAddr, metricsAddr := freePort(t), freePort(t), freePort(t), freePort(t)
+	brokerAddr, repoAddr, artAddr, metricsAddr, depsAddr := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	args := []string{"up", "--state-dir", state, "--examples", filepath.Join(repoRoot, "examples"),
 		"--broker-listen", brokerAddr, "--repo-listen", repoAddr, "--artifact-listen", artAddr,
-		"--metrics-listen", metricsAddr, "--update-interval", "5s"}
+		"--metrics-listen", metricsAddr, "--depsolver-listen", depsAddr, "--update-interval", "5s"}
 	upProc := start(t, nil, "cb", args...)
 	repoURL := "http://" + repoAddr
 
@@ -74,6 +74,17 @@ func TestUp(t *testing.T) {
 			t.Errorf("cb up's default output has %q lines:\n%s", chatter, tail(termOut, 4000))
 		}
 	}
+	// The builds went through cb-depsolver, which knows every example.
+	waitFor(t, time.Minute, "the depsolver's graph", func() bool {
+		g := getGraph(t, "http://"+depsAddr)
+		idle := 0
+		for _, x := range g.Targets {
+			if x.State == "idle" {
+				idle++
+			}
+		}
+		return idle == len(want) && len(g.Targets) == len(want)
+	})
 	runnerRoot := filepath.Join(state, "runner")
 	out := aptInstall(t, runnerRoot, repoURL, "projects/Debian/cb-hello", "projects/Debian/bookworm", "cb-hello", "cb-hello")
 	if !strings.Contains(strings.ToLower(out), "hello") {
