@@ -224,7 +224,7 @@ func (s *Service) readRequests(ctx context.Context) error {
 				s.log.Warn("invalid build request", "err", err)
 				if id := message.PeekRequestID(rec.Value); id != "" {
 					s.respond(ctx, &message.Response{RequestID: id, ResponseCode: message.InvalidRequest,
-						Message: err.Error(), Project: "none"}, "(system)")
+						Message: "Invalid build request: " + err.Error()}, "(system)")
 				}
 				continue
 			}
