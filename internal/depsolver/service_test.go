@@ -269,6 +269,26 @@ func TestServiceChain(t *testing.T) {
 		!strings.Contains(dot.String(), `fillcolor="grey"`) {
 		t.Fatalf("dot:\n%s", dot.String())
 	}
+	// A malformed request is answered, not forwarded.
+	if err := client.Publish(ctx, message.TopicDepsolverRequests, []byte("schema_version: 0.2\nrequest_id: bad-request-1\naction: build everything\n")); err != nil {
+		t.Fatal(err)
+	}
+	invalid := false
+	deadline = time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && !invalid {
+		pctx, c := context.WithTimeout(ctx, time.Second)
+		recs, _ := responses.Poll(pctx)
+		c()
+		for _, rec := range recs {
+			resp, err := message.DecodeResponse(rec.Value)
+			if err == nil && resp.RequestID == "bad-request-1" && resp.ResponseCode == message.InvalidRequest {
+				invalid = true
+			}
+		}
+	}
+	if !invalid {
+		t.Error("no invalid request response")
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
