@@ -220,6 +220,9 @@ func (s *Service) readRequests(ctx context.Context) error {
 		var reqs []*message.BuildRequest
 		for _, rec := range recs {
 			req, err := message.DecodeBuildRequest(rec.Value)
+			if err == nil && rec.Header(broker.HeaderFreshBuildRoot) == "true" {
+				req.FreshBuildRoot = true
+			}
 			if err != nil {
 				s.log.Warn("invalid build request", "err", err)
 				if id := message.PeekRequestID(rec.Value); id != "" {
@@ -289,7 +292,7 @@ func (s *Service) handleRequests(ctx context.Context, reqs []*message.BuildReque
 			// Not a target the depsolver can place: the runner's
 			// validation answers it as it would without a depsolver.
 			log.Info("forwarding request of an unknown or unreadable target")
-			if err := s.send(ctx, r.RunnerGroup, r); err != nil {
+			if err := s.sendRequest(ctx, r); err != nil {
 				log.Error("forward request", "err", err)
 			}
 			continue
@@ -632,7 +635,7 @@ func (s *Service) dispatch(ctx context.Context) {
 		} else {
 			req.Package = &message.PackageTarget{Arch: t.Arch, Dist: t.Dist}
 		}
-		if err := s.send(ctx, t.RunnerGroup, req); err != nil {
+		if err := s.sendRequest(ctx, req); err != nil {
 			s.log.Error("send build request", "target", t.ID, "err", err)
 			s.eng.Retry(t.ID)
 			continue
@@ -656,6 +659,20 @@ func responseTarget(t *Target) *message.Target {
 		return &message.Target{Arch: t.Arch, Selection: t.Selection}
 	}
 	return &message.Target{Arch: t.Arch, Dist: t.Dist}
+}
+
+// sendRequest sends a build request to its runner group; the fresh
+// buildroot extension travels in a record header, as cb-fetch sends it.
+func (s *Service) sendRequest(ctx context.Context, r *message.BuildRequest) error {
+	b, err := message.Encode(r.WireRequest())
+	if err != nil {
+		return err
+	}
+	var headers []broker.Header
+	if r.FreshBuildRoot {
+		headers = append(headers, broker.Header{Key: broker.HeaderFreshBuildRoot, Value: "true"})
+	}
+	return s.pub.PublishHeaders(ctx, r.RunnerGroup, b, headers)
 }
 
 func (s *Service) send(ctx context.Context, topic string, v any) error {

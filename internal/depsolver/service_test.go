@@ -60,6 +60,7 @@ type runner struct {
 	mu       sync.Mutex
 	versions map[string]string // binary -> version published on the next build
 	order    []string          // projects in the order they were built
+	fresh    []bool            // whether each asked for a fresh buildroot
 	repo     []string          // binary=version now published
 }
 
@@ -97,6 +98,7 @@ func (r *runner) run(ctx context.Context, opts broker.Options, binaries map[stri
 				Target: &message.Target{Arch: req.Package.Arch, Dist: req.Package.Dist}})
 			r.mu.Lock()
 			r.order = append(r.order, filepath.Base(req.Project)+": "+req.Action)
+			r.fresh = append(r.fresh, rec.Header(broker.HeaderFreshBuildRoot) == "true")
 			bin := binaries[filepath.Base(req.Project)]
 			var next []string
 			for _, nv := range r.repo {
@@ -212,6 +214,13 @@ func TestServiceChain(t *testing.T) {
 	if b := r.built(); len(b) != 4 || b[2] != "libgreet: "+src1 || b[3] != "tool: "+dep {
 		t.Fatalf("built %v", b)
 	}
+	// The first builds came from new metadata (fresh buildroots, in a
+	// record header as cb-fetch sends it); the rebuilds did not.
+	r.mu.Lock()
+	if fr := r.fresh; len(fr) != 4 || !fr[0] || !fr[1] || fr[2] || fr[3] {
+		t.Errorf("fresh buildroot headers %v", fr)
+	}
+	r.mu.Unlock()
 
 	// The responses say what happened.
 	codes := map[string][]string{}
