@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
@@ -30,11 +29,12 @@ func runDepsolver(ctx context.Context, env *Env, args []string) int {
 	project := fs.String("project", "", "git URL of the sources repository (default: CB_PROJECT of the settings file)")
 	branch := fs.String("branch", "", "branch to follow (default: CB_BRANCH of the settings file, else the remote's default branch)")
 	stateDir := fs.String("state-dir", "/var/lib/cloud_builder/depsolver", "own checkout of the sources and the state file")
-	collectorURL := fs.String("collector-url", "", "base URL of the collector's repositories (default: collector.url of the broker config)")
+	collectorURL := fs.String("collector-url", "", "base URL of the collector's repositories (default: collector.url of the runner config)")
 	listen := fs.String("listen", DefaultDepsolverListen, "address of the API (graph, target state) cb-ctl reads; empty: none")
 	baseInterval := fs.Duration("base-interval", 10*time.Minute, "shortest time between checks of the base repositories for changes (0: no rebuilds on base repository changes)")
 	runnerRoot := fs.String("runner-root", "", "runner root on this machine, to read solver files of finished builds (needed for base repository rebuilds)")
 	brokerConfig := fs.String("broker-config", paths.BrokerConfig, "broker config file (env "+config.EnvBrokerConfig+")")
+	runnerConfig := fs.String("runner-config", paths.RunnerConfig, "runner config file: collector URL, SASL (env "+config.EnvRunnerConfig+")")
 	settingsFile := fs.String("settings", paths.Settings, "service settings file (env "+config.EnvSettings+")")
 	thisHost := fs.String("this-host", "", "host name in response identities (default: this_host of the broker config)")
 	metricsListen := fs.String("metrics-listen", "", "serve /healthz and /metrics on this address")
@@ -45,7 +45,7 @@ func runDepsolver(ctx context.Context, env *Env, args []string) int {
 	logger := common.Logger(env.Stderr, "depsolver")
 	settings, err := config.LoadSettingsFile(*settingsFile)
 	if err != nil {
-		return fail(env, "depsolver", err)
+		return badConfig(env, "depsolver", err)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -67,12 +67,18 @@ func runDepsolver(ctx context.Context, env *Env, args []string) int {
 			return fail(env, "depsolver", fmt.Errorf("--branch: %w", err))
 		}
 	}
+	var c checks
 	if *baseInterval < 0 {
-		return fail(env, "depsolver", errors.New("--base-interval: must not be negative"))
+		c.add("--base-interval: must not be negative")
 	}
-	bcfg, err := config.LoadBrokerFile(*brokerConfig)
+	c.addr("--listen", *listen)
+	c.addr("--metrics-listen", *metricsListen)
+	if code, ok := c.report(env, "depsolver"); !ok {
+		return code
+	}
+	bcfg, err := loadConfig(logger, *brokerConfig, *runnerConfig)
 	if err != nil {
-		return fail(env, "depsolver", err)
+		return badConfig(env, "depsolver", err)
 	}
 	opts, err := brokerOptions(bcfg, logger, "cb-depsolver")
 	if err != nil {
@@ -82,7 +88,7 @@ func runDepsolver(ctx context.Context, env *Env, args []string) int {
 		*collectorURL = bcfg.Collector.URL
 	}
 	if *collectorURL == "" {
-		return fail(env, "depsolver", fmt.Errorf("--collector-url is required (or collector.url in %s)", *brokerConfig))
+		return fail(env, "depsolver", fmt.Errorf("--collector-url is required (or collector.url in %s)", *runnerConfig))
 	}
 	if *thisHost == "" {
 		*thisHost = bcfg.ThisHost
