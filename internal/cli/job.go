@@ -43,7 +43,7 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.StringVar(&f.brokerHosts, "broker", "", "broker seeds host:port[,host:port] (default: broker.host of the broker config)")
 	fs.StringVar(&f.collectorURL, "collector-url", "", "collector upload URL, e.g. http://repo:8080 (default: collector.url of the runner config; empty keeps results on the runner)")
 	fs.StringVar(&f.collectorTokenFile, "collector-token-file", "", "file holding the collector upload token (or env CB_COLLECTOR_TOKEN)")
-	fs.StringVar(&f.collectorKeyFile, "collector-key-file", "", "the collector's public signing key, for the project repositories in buildroots (default: collector.key_file of the broker config, else fetched from the collector once and pinned)")
+	fs.StringVar(&f.collectorKeyFile, "collector-key-file", "", "the collector's public signing key, for the project repositories in buildroots (default: collector.key_file of the runner config, else fetched from the collector once and pinned)")
 	fs.BoolVar(&f.noProjectRepos, "no-project-repositories", false, "do not add the collector's project repositories to buildroots")
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
