@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/repo"
 )
 
@@ -56,13 +57,8 @@ type Config struct {
 	// on cb-response after every published upload (cb-depsolver reads the
 	// repository's index then). A failed event is logged, never fails the
 	// upload: the depsolver also reacts to the build's final response.
-	Events   Publisher
+	Events   broker.Publisher
 	ThisHost string // host part of the events' identity; hostname when empty
-}
-
-// Publisher sends one message to a topic (*broker.Client implements it).
-type Publisher interface {
-	Publish(ctx context.Context, topic string, value []byte) error
 }
 
 const (
