@@ -2,15 +2,20 @@ package buildroot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/cgroup"
 )
 
 // Backend creates a buildroot for a profile. Implementations live in the
@@ -102,6 +107,10 @@ type ExecOptions struct {
 	// even when it is killed. Needs root.
 	PrivateMounts bool
 	Dir           string
+	// Isolate runs the command as PID 1 of a new PID namespace (so every
+	// process it starts, daemons included, dies with it) and in a cgroup of
+	// its own that is killed when it ends. Needs root.
+	Isolate bool
 }
 
 // Exec runs argv in its own process group with stdout and stderr streamed
@@ -119,7 +128,44 @@ func Exec(ctx context.Context, log io.Writer, o ExecOptions, argv ...string) err
 		}
 	}
 	fmt.Fprintf(log, "$ %s\n", strings.Join(shown, " "))
-	return run(ctx, command(ctx, o, log, log, argv), argv[0])
+	cmd := command(ctx, o, log, log, argv)
+	if !o.Isolate || cgroup.Version() == 0 {
+		return run(ctx, cmd, argv[0])
+	}
+	return runInGroup(ctx, cmd, argv[0])
+}
+
+var toolSeq atomic.Int64
+
+// runInGroup runs cmd in a cgroup of its own and kills the whole group
+// when cmd ends, however it ends: tools such as mmdebstrap and kiwi-ng
+// start processes in their own process groups, which a kill of the job's
+// group misses.
+func runInGroup(ctx context.Context, cmd *exec.Cmd, name string) error {
+	g, err := cgroup.New(fmt.Sprintf("prepare-%d-%d", os.Getpid(), toolSeq.Add(1)), cgroup.Limits{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return errors.Join(fmt.Errorf("%s: %w", name, err), g.Close())
+	}
+	// The tool is added right after it started; it is a new PID namespace's
+	// PID 1, so whatever it forks before that is killed with it anyway.
+	addErr := g.Add(cmd.Process.Pid)
+	if addErr != nil {
+		_ = cmd.Process.Kill()
+	}
+	err = cmd.Wait()
+	closeErr := g.Close()
+	switch {
+	case addErr != nil:
+		return errors.Join(fmt.Errorf("%s: %w", name, addErr), closeErr)
+	case err != nil && ctx.Err() != nil:
+		return errors.Join(fmt.Errorf("%s: %w", name, context.Cause(ctx)), closeErr)
+	case err != nil:
+		return errors.Join(fmt.Errorf("%s: %w", name, err), closeErr)
+	}
+	return closeErr
 }
 
 func runCapture(ctx context.Context, stdout, stderr io.Writer, argv []string) error {
@@ -144,6 +190,9 @@ func command(ctx context.Context, o ExecOptions, stdout, stderr io.Writer, argv 
 		// With CLONE_NEWNS the Go runtime also remounts / recursively
 		// private in the child, so nothing propagates back to the host.
 		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS
+	}
+	if o.Isolate {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID
 	}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/mirror"
+	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -47,10 +48,26 @@ type Options struct {
 	// of reusing the packages earlier roots downloaded (for benchmarks of
 	// a truly cold start).
 	NoDownloadCache bool
+	// Timeout bounds the creation of a root by a backend
+	// (DefaultTimeout when 0).
+	Timeout time.Duration
+	// IDs is the id range builds run as (sandbox.DefaultIDs when zero):
+	// cached roots and staged sources are made to belong to it.
+	IDs sandbox.IDMap
+	// AllowRepositories are the repository URLs (prefixes) a
+	// build_root.kiwi may name besides the runner's own apt sources.
+	AllowRepositories []string
 	// Log receives the progress the user reads (<target>.prepare.log).
 	Log    io.Writer
 	Logger *slog.Logger
 }
+
+// DefaultTimeout bounds the creation of one root.
+const DefaultTimeout = time.Hour
+
+// ErrTimeout is wrapped by the error of a root creation that took longer
+// than Options.Timeout.
+var ErrTimeout = errors.New("buildroot creation timed out")
 
 // Prepare creates (or takes from the cache) the buildroot for target t of
 // the package in pkgDir, stages the package sources and the .cb/root
@@ -92,6 +109,15 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	if opts.Keep <= 0 {
 		opts.Keep = DefaultKeep
 	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.IDs == (sandbox.IDMap{}) {
+		opts.IDs = sandbox.DefaultIDs
+	}
+	if err := opts.IDs.Validate(); err != nil {
+		return fail(err)
+	}
 
 	step("reading %s for profile %s", DescriptionFile, t.Profile)
 	raw, err := readInside(pkgDir, DescriptionFile, maxDescription)
@@ -108,6 +134,14 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	}
 	prof, err := desc.Profile(t.Profile)
 	if err != nil {
+		return fail(err)
+	}
+	allowed, err := mirror.Sources()
+	if err != nil {
+		return fail(err)
+	}
+	allowed = append(allowed, opts.AllowRepositories...)
+	if err := CheckRepositories(prof, allowed); err != nil {
 		return fail(err)
 	}
 	backend, err := SelectBackend(opts.Backend, prof)
@@ -148,18 +182,27 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	layout, err := func() (*Layout, error) {
 		defer unlock()
 		gen := c.current(key)
-		hit := gen != "" && !opts.Fresh
+		// A root shifted to another id range cannot be used by builds of
+		// this one; it is built again.
+		otherRange := gen != "" && rangeOf(filepath.Join(c.keyDir(key), gen)) != "" &&
+			rangeOf(filepath.Join(c.keyDir(key), gen)) != rangeString(opts.IDs)
+		hit := gen != "" && !opts.Fresh && !otherRange
 		if hit {
 			logger.Info("buildroot cache hit", "key", key, "backend", backend.Name())
 			step("buildroot cache hit: reusing %s", filepath.Join(c.keyDir(key), gen))
 		} else {
 			reason := "not cached"
-			if gen != "" {
+			switch {
+			case otherRange:
+				reason = "cached root belongs to another id range"
+			case gen != "":
 				reason = "fresh root requested"
 			}
 			logger.Info("buildroot cache miss", "key", key, "backend", backend.Name(), "reason", reason)
 			step("buildroot cache miss (%s): creating the root with %s", reason, backend.Name())
 			created := time.Now()
+			ctx, cancel := context.WithTimeoutCause(ctx, opts.Timeout, fmt.Errorf("%w after %s", ErrTimeout, opts.Timeout))
+			defer cancel()
 			gen, err = c.build(ctx, key, func(dir string) error {
 				if dc, ok := backend.(DownloadCacher); ok && !opts.NoDownloadCache {
 					downloads := filepath.Join(c.dir, "downloads", backend.Name())
@@ -174,6 +217,14 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 				return nil, err
 			}
 			step("root created in %.1fs", time.Since(created).Seconds())
+		}
+		// Only root can give files away; without root there are no
+		// rootless sandboxes to build in either.
+		rootless := os.Geteuid() == 0
+		if rootless {
+			if err := ownByRange(filepath.Join(c.keyDir(key), gen), opts.IDs); err != nil {
+				return nil, err
+			}
 		}
 		c.touch(key)
 		l := &Layout{
@@ -191,6 +242,13 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 		}
 		if err := stageTarget(ctx, l, pkgDir, t, step, c.dir); err != nil {
 			return nil, err
+		}
+		// The sources belong to root inside the build, like the root.
+		if rootless {
+			if err := sandbox.ShiftOwner(l.Upper, opts.IDs); err != nil {
+				return nil, err
+			}
+			step("buildroot and sources belong to the build's id range %s", rangeString(opts.IDs))
 		}
 		pkgs, err := c.packages(key, gen)
 		if err != nil {

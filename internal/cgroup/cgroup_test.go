@@ -165,3 +165,19 @@ func TestKillReachesReparentedProcesses(t *testing.T) {
 		t.Errorf("processes survive Kill: %v", pids)
 	}
 }
+
+// BenchmarkNewClose is the cgroup share of a sandbox's start-up cost.
+func BenchmarkNewClose(b *testing.B) {
+	if os.Geteuid() != 0 || Version() == 0 {
+		b.Skip("needs root and cgroups")
+	}
+	for i := 0; i < b.N; i++ {
+		g, err := New(fmt.Sprintf("bench-%d-%d", os.Getpid(), i), Limits{Memory: 1 << 30, Pids: 1000, CPUWeight: 100})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := g.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
