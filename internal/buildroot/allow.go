@@ -17,7 +17,7 @@ var ErrNotAllowed = errors.New("not allowed")
 
 // AllowSetting names the setting that extends the allow-list, for error
 // messages.
-const AllowSetting = "runner.sandbox.allow_repositories"
+const AllowSetting = "sandbox.allow_repositories of the runner config"
 
 // SystemKeyrings is where signing keys named by file:// must be: keyrings
 // installed on the runner by its packages, not files from git.
@@ -32,14 +32,14 @@ const SystemKeyrings = "/usr/share/keyrings/"
 func CheckRepositories(p *Profile, allowed []string) error {
 	for _, r := range p.Repositories {
 		if !allowedURL(r.Path, allowed) {
-			return fmt.Errorf("repository %s is %w: a build_root.kiwi may name the runner's apt sources and the collector's repositories (%s); add it to %s to allow it",
-				r.Path, ErrNotAllowed, strings.Join(allowed, ", "), AllowSetting)
+			return fmt.Errorf("repository %s is %w on this runner (add it to %s to allow it; allowed are the runner's apt sources and the collector's repositories: %s)",
+				r.Path, ErrNotAllowed, AllowSetting, strings.Join(allowed, ", "))
 		}
 		for _, k := range r.SigningKeys {
 			if systemKeyring(k) || allowedURL(k, allowed) {
 				continue
 			}
-			return fmt.Errorf("signing key %s of repository %s is %w: use a keyring below %s or a key below an allowed repository (%s)",
+			return fmt.Errorf("signing key %s of repository %s is %w (use a keyring below %s or a key below a repository allowed by %s)",
 				k, r.Path, ErrNotAllowed, SystemKeyrings, AllowSetting)
 		}
 	}

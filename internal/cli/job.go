@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/sandbox"
 )
 
 func init() {
@@ -27,6 +29,8 @@ type runnerFlags struct {
 	collectorURL, collectorTokenFile     string
 	backend, cacheDir                    string
 	buildTimeout                         time.Duration
+	logIdle                              time.Duration
+	sandbox                              config.Sandbox
 }
 
 func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
@@ -42,6 +46,7 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
 	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
+	fs.DurationVar(&f.logIdle, "log-idle-limit", 0, "end a build that printed nothing for this long (default: sandbox.log_idle of the runner config, else "+job.DefaultLogIdle.String()+")")
 }
 
 // resolve fills defaults from the broker config.
@@ -63,6 +68,25 @@ func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
 	}
 	if f.collectorTokenFile == "" {
 		f.collectorTokenFile = cfg.Collector.TokenFile
+	}
+	f.sandbox = cfg.Sandbox
+	if f.logIdle == 0 {
+		f.logIdle = f.sandbox.LogIdle
+	}
+}
+
+// confine sets how the job's builds are confined: sandbox: of the runner
+// config, the flags, and the collector as an allowed repository.
+func (f *runnerFlags) confine(jc *job.Config) {
+	sb := f.sandbox
+	jc.IDs = sandbox.IDMap{UID: sb.IDs.UID, GID: sb.IDs.GID, Count: sb.IDs.Count}
+	jc.Limits = cgroup.Limits{Memory: sb.Memory, Pids: sb.Pids, CPUWeight: sb.CPUWeight}
+	jc.MaxWrite = sb.MaxWrite
+	jc.LogIdle = f.logIdle
+	jc.PrepareTimeout = sb.PrepareTimeout
+	jc.AllowRepositories = append([]string(nil), sb.AllowRepositories...)
+	if f.collectorURL != "" {
+		jc.AllowRepositories = append(jc.AllowRepositories, strings.TrimRight(f.collectorURL, "/"))
 	}
 }
 
@@ -125,10 +149,12 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "job", err)
 	}
-	err = job.Run(ctx, job.Config{
+	jc := job.Config{
 		RunnerRoot: rf.runnerRoot, Sources: rf.sources, ThisHost: rf.thisHost, RunnerGroup: rf.group,
 		Publisher: client, Uploader: up, Backend: rf.backend, CacheDir: rf.cacheDir, BuildTimeout: rf.buildTimeout, Logger: logger,
-	}, e)
+	}
+	rf.confine(&jc)
+	err = job.Run(ctx, jc, e)
 	if err != nil {
 		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))
 	}

@@ -80,6 +80,7 @@ func (f *stepFlags) step(ctx context.Context, env *Env, name string) (*job.Step,
 	}
 	jc := job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, PackageDir: f.pkg, ThisHost: f.thisHost,
 		RunnerGroup: f.group, Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout, Logger: logger}
+	f.confine(&jc)
 	closeFn := func() {}
 	if !f.local {
 		opts, err := brokerOptions(cfg, logger, "cb-"+name)

@@ -98,6 +98,9 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 	jobCmd := []string{env.Exe, "job", "--runner-root", rf.runnerRoot, "--sources", rf.sources,
 		"--this-host", rf.thisHost, "--runner-group", rf.group, "--broker", cfg.Broker.Host,
 		"--broker-config", o.brokerConfig, "--runner-config", rf.runnerConfig, "--backend", rf.backend, "--build-timeout", rf.buildTimeout.String()}
+	if rf.logIdle != 0 {
+		jobCmd = append(jobCmd, "--log-idle-limit", rf.logIdle.String())
+	}
 	if rf.cacheDir != "" {
 		jobCmd = append(jobCmd, "--cache-dir", rf.cacheDir)
 	}
