@@ -47,10 +47,12 @@ var attacks = []struct {
 	{"connect-services", connectServices},
 	{"fork-bomb", forkBomb},
 	{"memory-hog", memoryHog},
-	{"fill-disk", fillDisk},
 	{"daemon", startDaemon},
 	{"proc-root-write", procRootWrite},
 	{"unshare-caps", unshareCaps},
+	// last: where the writable layer's total is capped, the sandbox may
+	// end the whole build for it
+	{"fill-disk", fillDisk},
 }
 
 func main() {
