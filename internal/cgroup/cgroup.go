@@ -367,3 +367,61 @@ func (g *Group) remove() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Owned returns the groups a process made: the sandbox and buildroot
+// packages name their groups <kind>-<pid of the maker>-<sequence>. The
+// scheduler uses it to kill everything of a job it killed (the job itself
+// cannot clean up after SIGKILL).
+func Owned(pid int) ([]*Group, error) {
+	re := regexp.MustCompile(`^[a-z]+-` + strconv.Itoa(pid) + `-[0-9]+$`)
+	var bases []string
+	v2 := false
+	switch Version() {
+	case 2:
+		v2 = true
+		bases = []string{filepath.Join(Root, Parent)}
+	case 1:
+		for _, c := range v1Controllers {
+			bases = append(bases, filepath.Join(Root, c, Parent))
+		}
+	default:
+		return nil, nil
+	}
+	byName := map[string]*Group{}
+	var out []*Group
+	for _, b := range bases {
+		ents, err := os.ReadDir(b)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list cgroups: %w", err)
+		}
+		for _, e := range ents {
+			if !e.IsDir() || !re.MatchString(e.Name()) {
+				continue
+			}
+			g := byName[e.Name()]
+			if g == nil {
+				g = &Group{name: e.Name(), v2: v2}
+				byName[e.Name()] = g
+				out = append(out, g)
+			}
+			g.dirs = append(g.dirs, filepath.Join(b, e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// CloseOwned kills and removes every group process pid made.
+func CloseOwned(pid int) error {
+	groups, err := Owned(pid)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, g := range groups {
+		errs = append(errs, g.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -181,3 +181,32 @@ func BenchmarkNewClose(b *testing.B) {
 		}
 	}
 }
+
+// TestCloseOwned kills the groups of a maker that died without closing
+// them, as the scheduler does after killing a job.
+func TestCloseOwned(t *testing.T) {
+	needCgroups(t)
+	maker := 999999 // no such process: a job killed with SIGKILL
+	g, err := New(fmt.Sprintf("sandbox-%d-1", maker), Limits{Pids: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newGroup(t, Limits{})
+	cmd := start(t, g, "sleep 300")
+	if err := CloseOwned(maker); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Error("the process in the group survived")
+	}
+	for _, d := range g.Dirs() {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s left behind", d)
+		}
+	}
+	for _, d := range other.Dirs() {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("a group of another maker was touched: %v", err)
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
@@ -370,11 +371,24 @@ func (s *Scheduler) reset(ctx context.Context, old *run, e *journal.Entry) {
 	})
 	killGroup(old.pid, syscall.SIGKILL)
 	<-old.done
+	s.closeGroups(old)
 }
 
 func killGroup(pid int, sig syscall.Signal) {
 	if pid > 1 {
 		_ = syscall.Kill(-pid, sig)
+	}
+}
+
+// closeGroups kills and removes the cgroups a job made for its builds and
+// buildroot tools: a job killed with SIGKILL cannot, and processes that
+// left its process group live on in them.
+func (s *Scheduler) closeGroups(r *run) {
+	if r.pid <= 1 {
+		return
+	}
+	if err := cgroup.CloseOwned(r.pid); err != nil {
+		s.logger.Warn("kill the cgroups of a job", "target", r.t.ID(), "pid", r.pid, "err", err)
 	}
 }
 
@@ -589,6 +603,7 @@ func (s *Scheduler) stopAll() {
 			killGroup(r.pid, syscall.SIGKILL)
 			<-r.done
 		}
+		s.closeGroups(r)
 	}
 	s.wg.Wait()
 }
