@@ -103,3 +103,16 @@ func TestPrepareRefusesHostileDescription(t *testing.T) {
 		})
 	}
 }
+
+func TestCapWriter(t *testing.T) {
+	var out bytes.Buffer
+	w := &capWriter{w: &out, left: 10}
+	for _, s := range []string{"12345", "67890", "abc", "def"} {
+		if n, err := w.Write([]byte(s)); err != nil || n != len(s) {
+			t.Fatalf("write %q: %d %v", s, n, err)
+		}
+	}
+	if got := out.String(); !strings.HasPrefix(got, "1234567890\n[prepare log truncated") || strings.Contains(got, "abc") {
+		t.Errorf("log %q", got)
+	}
+}

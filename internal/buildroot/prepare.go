@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -57,6 +58,9 @@ type Options struct {
 	// AllowRepositories are the repository URLs (prefixes) a
 	// build_root.kiwi may name besides the runner's own apt sources.
 	AllowRepositories []string
+	// MaxLogBytes caps what is written to Log (tool output included);
+	// zero means no cap.
+	MaxLogBytes int64
 	// Log receives the progress the user reads (<target>.prepare.log).
 	Log    io.Writer
 	Logger *slog.Logger
@@ -78,6 +82,9 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	logw := opts.Log
 	if logw == nil {
 		logw = io.Discard
+	}
+	if opts.MaxLogBytes > 0 {
+		logw = &capWriter{w: logw, left: opts.MaxLogBytes}
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -378,4 +385,31 @@ func matchLowerDirs(upper, lower, skip string) error {
 		}
 		return os.Chmod(p, fi.Mode()&(fs.ModePerm|fs.ModeSticky|fs.ModeSetgid))
 	})
+}
+
+// capWriter passes writes on until its budget is spent, then notes the cut
+// once and swallows the rest without failing the writer (a tool must not
+// die of a full log).
+type capWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	left int64
+	cut  bool
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cut {
+		return len(p), nil
+	}
+	if int64(len(p)) > c.left {
+		_, _ = c.w.Write(p[:c.left])
+		_, _ = io.WriteString(c.w, "\n[prepare log truncated: it reached its size limit]\n")
+		c.cut = true
+		return len(p), nil
+	}
+	c.left -= int64(len(p))
+	_, err := c.w.Write(p)
+	return len(p), err
 }

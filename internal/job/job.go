@@ -365,6 +365,7 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 		Backend:           r.cfg.Backend,
 		Fresh:             r.req.FreshBuildRoot || r.clean,
 		Timeout:           r.cfg.PrepareTimeout,
+		MaxLogBytes:       r.cfg.MaxLogBytes,
 		IDs:               r.cfg.IDs,
 		AllowRepositories: r.cfg.AllowRepositories,
 		Log:               logf,
