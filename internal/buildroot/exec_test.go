@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -61,5 +63,55 @@ func TestExecIsolateKillsDaemons(t *testing.T) {
 				t.Errorf("command not logged: %q", log.String())
 			}
 		})
+	}
+}
+
+// TestExecRepositoriesOnly gives a tool a network of its own whose only
+// way out is the repository proxy: a URL below the repository works
+// through it, another URL is refused, and a direct connection, bypassing
+// the proxy, finds no network at all.
+func TestExecRepositoriesOnly(t *testing.T) {
+	if os.Geteuid() != 0 || cgroup.Version() == 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root and cgroups under CI")
+		}
+		t.Skip("needs root and cgroups")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 missing")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "served %s", r.URL.Path)
+	}))
+	defer srv.Close()
+	script := `
+import urllib.request as u, sys
+base = sys.argv[1]
+def get(url, proxies=None):
+    opener = u.build_opener(u.ProxyHandler(proxies)) if proxies is not None else u.build_opener()
+    try:
+        return opener.open(url, timeout=10).read().decode()
+    except Exception as e:
+        return "failed: %s" % e
+print("allowed:", get(base + "/debian/dists/bookworm/Release"))
+print("other:", get(base + "/secrets"))
+print("direct:", get(base + "/debian/x", proxies={}))
+`
+	var log bytes.Buffer
+	err := Exec(context.Background(), &log, ExecOptions{PrivateMounts: true, Isolate: true, Repositories: []string{srv.URL + "/debian"}},
+		"python3", "-c", script, srv.URL)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	out := log.String()
+	for _, want := range []string{
+		"allowed: served /debian/dists/bookworm/Release",
+		"other: failed: HTTP Error 403",
+		"direct: failed: <urlopen error [Errno 111] Connection refused>",
+		"network: refused GET " + srv.URL + "/secrets",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
