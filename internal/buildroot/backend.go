@@ -224,7 +224,7 @@ func command(ctx context.Context, o ExecOptions, stdout, stderr io.Writer, argv 
 		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS
 	}
 	if o.Isolate {
-		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID
+		isolate(cmd.SysProcAttr)
 	}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
