@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -58,7 +59,8 @@ func systemKeyring(k string) bool {
 // a ".." in the path cannot pass for an allowed prefix.
 func allowedURL(raw string, allowed []string) bool {
 	u, err := url.Parse(raw)
-	if err != nil || u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Contains(u.Path, "..") || strings.Contains(raw, "%") {
+	// u.Path is decoded: an escaped dot or slash cannot hide a "..".
+	if err != nil || u.User != nil || u.Fragment != "" || strings.ContainsAny(u.Path, "\\\x00") || slices.Contains(strings.Split(u.Path, "/"), "..") {
 		return false
 	}
 	for _, a := range allowed {
