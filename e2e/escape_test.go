@@ -78,13 +78,12 @@ func TestEscapeSuite(t *testing.T) {
 	}
 
 	// The runner's limits, low enough for the hog and the bomb to hit.
-	cfg := filepath.Join(t.TempDir(), "broker.yml")
-	if err := os.WriteFile(cfg, []byte(`runner:
-  sandbox:
-    memory: 268435456
-    pids: 256
-    max_write: 67108864
-    log_idle: 5m
+	cfg := filepath.Join(t.TempDir(), "runner.yml")
+	if err := os.WriteFile(cfg, []byte(`sandbox:
+  memory: 268435456
+  pids: 256
+  max_write: 67108864
+  log_idle: 5m
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -92,13 +91,13 @@ func TestEscapeSuite(t *testing.T) {
 	// description and build dependencies, so its cached root is reused.
 	runnerRoot := "/var/cache/cb-e2e/local-runner"
 	root := filepath.Join(runnerRoot, "projects/local/cb-hostile@bookworm.x86_64")
-	env := []string{"CB_RUNNER_ROOT=" + runnerRoot}
-	if _, stderr, err := run(t, env, "cb", "prepare", "--local", "--broker-config", cfg, "--root", root,
+	env := []string{"CB_RUNNER_ROOT=" + runnerRoot, "CB_BROKER_CONFIG=/nonexistent"}
+	if _, stderr, err := run(t, env, "cb", "prepare", "--local", "--runner-config", cfg, "--root", root,
 		"--package", pkg, "--profile", "bookworm.x86_64"); err != nil {
 		t.Fatalf("prepare: %v\n%s", err, tail(stderr, 3000))
 	}
 	start := time.Now()
-	_, stderr, err := run(t, env, "cb", "run", "--local", "--broker-config", cfg, "--root", root)
+	_, stderr, err := run(t, env, "cb", "run", "--local", "--runner-config", cfg, "--root", root)
 	t.Logf("hostile build ended after %s: %v", time.Since(start).Round(time.Second), err)
 	log := readFile(root + ".build.log")
 	if !strings.Contains(log, "ATTACK ") {
