@@ -9,14 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"time"
 
 	"github.com/cloud-builder/cb/internal/cgroup"
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // Backend creates a buildroot for a profile. Implementations live in the
@@ -125,14 +123,7 @@ func Exec(ctx context.Context, log io.Writer, o ExecOptions, argv ...string) err
 	if len(argv) == 0 {
 		return fmt.Errorf("exec: empty command")
 	}
-	shown := make([]string, len(argv))
-	for i, a := range argv {
-		shown[i] = a
-		if strings.ContainsAny(a, " \t\"'$|") {
-			shown[i] = strconv.Quote(a)
-		}
-	}
-	fmt.Fprintf(log, "$ %s\n", strings.Join(shown, " "))
+	fmt.Fprintf(log, "$ %s\n", proc.Quote(argv))
 	if o.Repositories != nil {
 		// the proxy reports refusals into the same log as the tool
 		log = &syncWriter{w: log}
@@ -217,17 +208,13 @@ func command(ctx context.Context, o ExecOptions, stdout, stderr io.Writer, argv 
 		"HOME=/root",
 	}, o.Env...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if o.PrivateMounts {
-		// With CLONE_NEWNS the Go runtime also remounts / recursively
-		// private in the child, so nothing propagates back to the host.
-		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS
+		cmd.SysProcAttr = privateMounts()
 	}
+	proc.Group(cmd, 0)
 	if o.Isolate {
 		isolate(cmd.SysProcAttr)
 	}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
 	return cmd
 }
 

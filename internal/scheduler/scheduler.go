@@ -27,10 +27,10 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/cgroup"
-	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -62,7 +62,7 @@ type Config struct {
 	// Pull updates the source checkout before a rebuild; nil skips it.
 	Pull      func(ctx context.Context) error
 	Consumer  Consumer
-	Publisher job.Publisher
+	Publisher broker.Publisher
 	Logger    *slog.Logger
 	// StopGrace is how long a stopped job gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
@@ -108,7 +108,7 @@ func New(cfg Config) (*Scheduler, error) {
 		cfg.StopGrace = 20 * time.Second
 	}
 	if cfg.HostArch == "" {
-		cfg.HostArch = HostArch()
+		cfg.HostArch = proc.HostArch()
 	}
 	if len(cfg.JobCommand) == 0 {
 		return nil, errors.New("scheduler: no job command")
@@ -127,22 +127,6 @@ func New(cfg Config) (*Scheduler, error) {
 		cfg: cfg, journal: j, logger: cfg.Logger.With("runner_group", cfg.RunnerGroup),
 		running: map[string]*run{}, changed: make(chan struct{}, 1),
 	}, nil
-}
-
-// HostArch is the machine name as uname -m prints it.
-func HostArch() string {
-	var u syscall.Utsname
-	if err := syscall.Uname(&u); err != nil {
-		return ""
-	}
-	var b strings.Builder
-	for _, c := range u.Machine {
-		if c == 0 {
-			break
-		}
-		b.WriteByte(byte(c))
-	}
-	return b.String()
 }
 
 // Run recovers the journal, then consumes requests until ctx is done. On
@@ -194,7 +178,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		cancel()
 		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 			s.logger.Warn("poll failed, retrying", "err", err)
-			sleep(ctx, time.Second)
+			proc.Sleep(ctx, time.Second)
 			continue
 		}
 		for _, rec := range recs {
@@ -205,7 +189,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				// Not acknowledged: the broker delivers it again,
 				// after a rebalance or restart at the latest.
 				s.logger.Error("request not handled, not acknowledging", "err", err, "offset", rec.Offset, "partition", rec.Partition)
-				sleep(ctx, 2*time.Second)
+				proc.Sleep(ctx, 2*time.Second)
 				break
 			}
 			if err := s.cfg.Consumer.Ack(ctx, rec); err != nil {
@@ -214,13 +198,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 // load is the number of running plus journaled-but-waiting builds.
@@ -369,15 +346,9 @@ func (s *Scheduler) reset(ctx context.Context, old *run, e *journal.Entry) {
 		ResponseCode: message.ResetRunningBuild, Target: responseTarget(&e.Request),
 		Message: fmt.Sprintf("Kill job group for PID:%d prior rebuild", old.pid),
 	})
-	killGroup(old.pid, syscall.SIGKILL)
+	_ = proc.KillGroup(old.pid, syscall.SIGKILL)
 	<-old.done
 	s.closeGroups(old)
-}
-
-func killGroup(pid int, sig syscall.Signal) {
-	if pid > 1 {
-		_ = syscall.Kill(-pid, sig)
-	}
 }
 
 // closeGroups kills and removes the cgroups a job made for its builds and
@@ -392,7 +363,9 @@ func (s *Scheduler) closeGroups(r *run) {
 	}
 }
 
-// abandon gives a journaled request its final failure response.
+// abandon gives a journaled request its final failure response. Like a
+// job's, it is recorded in the target's result file before the entry is
+// marked finished, so a failed publish is resent with this reason.
 func (s *Scheduler) abandon(ctx context.Context, e *journal.Entry, why string) {
 	code := message.PackageBuildFailed
 	if e.Request.IsImage() {
@@ -403,17 +376,24 @@ func (s *Scheduler) abandon(ctx context.Context, e *journal.Entry, why string) {
 		Identity:     message.Identity(message.ServiceScheduler, s.cfg.ThisHost, e.Request.Name()),
 		ResponseCode: code, Message: "Build not completed: " + why,
 	}
-	data, err := message.Encode(resp)
+	var tp *target.Target
+	if t, err := target.ForRequest(s.cfg.RunnerRoot, &e.Request); err == nil {
+		tp = &t
+	}
+	logger := s.logger.With("request_id", e.Request.RequestID)
+	err := e.Finish(ctx, s.cfg.Publisher, tp, resp, logger)
+	if errors.Is(err, journal.ErrResultFile) {
+		// No result file (full disk?): still end the request.
+		logger.Warn("result file not written", "err", err)
+		err = e.Finish(ctx, s.cfg.Publisher, nil, resp, logger)
+	}
 	if err != nil {
-		return
-	}
-	e.Code = code
-	if err := e.Advance(journal.Finished); err != nil {
-		s.logger.Error("journal", "err", err)
-		return
-	}
-	if err := job.Publish(ctx, s.cfg.Publisher, e, data, s.logger); err != nil {
-		s.logger.Warn("final response not sent; recovery will send it", "request_id", e.Request.RequestID, "err", err)
+		if e.State == journal.Finished {
+			logger.Warn("final response not sent; recovery will send it", "err", err)
+		} else {
+			logger.Error("journal", "err", err)
+			return
+		}
 	}
 	metrics.BuildsFinished.WithLabelValues(s.cfg.RunnerGroup, "failed").Inc()
 }
@@ -456,6 +436,8 @@ func (s *Scheduler) start(e *journal.Entry) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), s.cfg.JobEnv...)
+	// Its own process group, so a reset ends every tool it started (see
+	// proc.KillGroup); no context, so a scheduler crash does not end it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -569,7 +551,7 @@ func (s *Scheduler) resend(ctx context.Context, e *journal.Entry, t target.Targe
 		s.abandon(ctx, e, "result file lost: "+err.Error())
 		return
 	}
-	if err := job.Publish(ctx, s.cfg.Publisher, e, data, s.logger); err != nil {
+	if err := e.Respond(ctx, s.cfg.Publisher, data, s.logger.With("request_id", e.Request.RequestID)); err != nil {
 		s.logger.Warn("final response not sent; will retry at next start", "request_id", e.Request.RequestID, "err", err)
 	}
 }
@@ -593,14 +575,14 @@ func (s *Scheduler) stopAll() {
 	s.mu.Unlock()
 	for _, r := range runs {
 		s.logger.Info("stopping build job", "target", r.t.ID(), "pid", r.pid)
-		killGroup(r.pid, syscall.SIGTERM)
+		_ = proc.KillGroup(r.pid, syscall.SIGTERM)
 	}
 	deadline := time.After(s.cfg.StopGrace)
 	for _, r := range runs {
 		select {
 		case <-r.done:
 		case <-deadline:
-			killGroup(r.pid, syscall.SIGKILL)
+			_ = proc.KillGroup(r.pid, syscall.SIGKILL)
 			<-r.done
 		}
 		s.closeGroups(r)
@@ -612,13 +594,5 @@ func (s *Scheduler) stopAll() {
 // It is written for people and for the original tooling that looks for
 // the file; the scheduler itself starts the argv directly, never a shell.
 func scriptFor(argv []string) string {
-	var b strings.Builder
-	b.WriteString("#!/bin/sh\n# started by cb-scheduler; the job runs from this argument vector\nexec")
-	for _, a := range argv {
-		b.WriteString(" '")
-		b.WriteString(strings.ReplaceAll(a, "'", `'\''`))
-		b.WriteString("'")
-	}
-	b.WriteString("\n")
-	return b.String()
+	return "#!/bin/sh\n# started by cb-scheduler; the job runs from this argument vector\nexec " + proc.Quote(argv) + "\n"
 }
