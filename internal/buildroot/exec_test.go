@@ -17,7 +17,7 @@ import (
 )
 
 // TestExecIsolateKillsDaemons runs a "tool" that starts a daemon in a new
-// session and exits, as a maintainer script might: with Isolate the daemon
+// process group of its own (setsid) and exits, as a maintainer script might: with Isolate the daemon
 // must not outlive the tool, nor a tool killed by its context.
 func TestExecIsolateKillsDaemons(t *testing.T) {
 	if os.Geteuid() != 0 || cgroup.Version() == 0 {

@@ -263,7 +263,7 @@ func fillDisk() (bool, string) {
 }
 
 func startDaemon() (bool, string) {
-	// double fork into a new session: not a child of the build any more
+	// setsid: out of the build's process group, reparented when it exits
 	c := exec.Command("/proc/self/exe")
 	c.Args = []string{"sleep-forever", *daemon}
 	c.Env = []string{"HOSTILE_SLEEP=1"}
