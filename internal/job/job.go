@@ -26,8 +26,10 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 	"github.com/cloud-builder/cb/internal/upload"
 )
@@ -58,7 +60,25 @@ type Config struct {
 	Backend       string // buildroot backend: auto, kiwi, native
 	BuildTimeout  time.Duration
 	MaxLogBytes   int64
-	Logger        *slog.Logger
+	// IDs is the host id range builds run as (sandbox.DefaultIDs when
+	// zero).
+	IDs sandbox.IDMap
+	// Limits are each build's cgroup limits; zero fields take
+	// DefaultLimits' values.
+	Limits cgroup.Limits
+	// MaxWrite caps the bytes a build may write (DefaultMaxWrite when 0).
+	MaxWrite int64
+	// LogIdle ends a build that wrote no output for that long
+	// (DefaultLogIdle when 0).
+	LogIdle time.Duration
+	// PrepareTimeout bounds the creation of a buildroot
+	// (buildroot.DefaultTimeout when 0).
+	PrepareTimeout time.Duration
+	// AllowRepositories are the repository URLs a build_root.kiwi may
+	// name besides the runner's apt sources: the collector's and the
+	// configured ones.
+	AllowRepositories []string
+	Logger            *slog.Logger
 }
 
 // DefaultBuildTimeout bounds one build step.
@@ -66,6 +86,16 @@ const DefaultBuildTimeout = 4 * time.Hour
 
 // DefaultMaxLogBytes caps a build log.
 const DefaultMaxLogBytes = 64 << 20
+
+// DefaultLimits are a build's cgroup limits when the runner sets none.
+var DefaultLimits = cgroup.Limits{Memory: 8 << 30, Pids: 4096, CPUWeight: 100}
+
+// DefaultMaxWrite caps what one build may write.
+const DefaultMaxWrite = 32 << 30
+
+// DefaultLogIdle ends a build that printed nothing for two hours, like
+// OBS' logidlelimit and sbuild's stalled-package timeout.
+const DefaultLogIdle = 120 * time.Minute
 
 func (c *Config) defaults() {
 	if c.CacheDir == "" {
@@ -79,6 +109,21 @@ func (c *Config) defaults() {
 	}
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if c.Limits.Memory == 0 {
+		c.Limits.Memory = DefaultLimits.Memory
+	}
+	if c.Limits.Pids == 0 {
+		c.Limits.Pids = DefaultLimits.Pids
+	}
+	if c.Limits.CPUWeight == 0 {
+		c.Limits.CPUWeight = DefaultLimits.CPUWeight
+	}
+	if c.MaxWrite == 0 {
+		c.MaxWrite = DefaultMaxWrite
+	}
+	if c.LogIdle == 0 {
+		c.LogIdle = DefaultLogIdle
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -255,11 +300,15 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	defer logf.Close()
 	start := time.Now()
 	layout, err := buildroot.Prepare(ctx, buildroot.Options{
-		CacheDir: r.cfg.CacheDir,
-		Backend:  r.cfg.Backend,
-		Fresh:    r.req.FreshBuildRoot || r.clean,
-		Log:      logf,
-		Logger:   r.logger,
+		CacheDir:          r.cfg.CacheDir,
+		Backend:           r.cfg.Backend,
+		Fresh:             r.req.FreshBuildRoot || r.clean,
+		Timeout:           r.cfg.PrepareTimeout,
+		MaxLogBytes:       r.cfg.MaxLogBytes,
+		IDs:               r.cfg.IDs,
+		AllowRepositories: r.cfg.AllowRepositories,
+		Log:               logf,
+		Logger:            r.logger,
 	}, r.pkgDir(), r.t)
 	r.note(func(e *journal.Entry) { e.Prepare = time.Since(start) })
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
@@ -347,6 +348,19 @@ func (s *Scheduler) reset(ctx context.Context, old *run, e *journal.Entry) {
 	})
 	_ = proc.KillGroup(old.pid, syscall.SIGKILL)
 	<-old.done
+	s.closeGroups(old)
+}
+
+// closeGroups kills and removes the cgroups a job made for its builds and
+// buildroot tools: a job killed with SIGKILL cannot, and processes that
+// left its process group live on in them.
+func (s *Scheduler) closeGroups(r *run) {
+	if r.pid <= 1 {
+		return
+	}
+	if err := cgroup.CloseOwned(r.pid); err != nil {
+		s.logger.Warn("kill the cgroups of a job", "target", r.t.ID(), "pid", r.pid, "err", err)
+	}
 }
 
 // abandon gives a journaled request its final failure response. Like a
@@ -571,6 +585,7 @@ func (s *Scheduler) stopAll() {
 			_ = proc.KillGroup(r.pid, syscall.SIGKILL)
 			<-r.done
 		}
+		s.closeGroups(r)
 	}
 	s.wg.Wait()
 }
