@@ -1,0 +1,265 @@
+package web
+
+import (
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/cloud-builder/cb/internal/artifact"
+	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/target"
+)
+
+// cellJS is the state shown in the matrix cell of key ("" when none).
+func cellJS(key string) string {
+	return fmt.Sprintf(`(() => { const td = document.querySelector('td[data-key="' + CSS.escape(%s) + '"]'); return td ? td.dataset.state : ''; })()`, jsString(key))
+}
+
+// A build requested while the page is open goes queued → building →
+// succeeded in the matrix, without a reload.
+func TestBrowserMatrixFollowsABuild(t *testing.T) {
+	s := newUISystem(t, Config{})
+	// Some history, so the matrix has rows and columns already.
+	s.request("old1", "projects/Debian/cb-hello", "bookworm")
+	s.respond("old1", "projects/Debian/cb-hello", message.PackageRequestAccepted, "Accept package build request", bookworm)
+	s.respond("old1", "projects/Debian/cb-hello", message.PackageBuildSucceeded, "Package build finished", nil)
+	s.request("old2", "projects/Debian/cb-broken", "bookworm")
+	s.respond("old2", "projects/Debian/cb-broken", message.PackageRequestAccepted, "Accept package build request", bookworm)
+	s.respond("old2", "projects/Debian/cb-broken", message.PackageBuildFailed, "Package build failed: exit status 2", nil)
+	s.waitState(Key("projects/Debian/cb-broken", "bookworm.x86_64"), Failed)
+
+	ctx := newBrowser(t, 1200, 700)
+	do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#matrix"))
+	waitJS(t, ctx, 10*time.Second, "live updates connect", `document.querySelector('#conn').textContent === 'live'`)
+	// A marker that a reload would wipe.
+	eval[bool](t, ctx, `window.notReloaded = true`)
+
+	const p = "projects/RPM/cb-hello-rpm"
+	key := Key(p, "bookworm.x86_64")
+	s.publish("debian", pkgRequest("new", p, "bookworm"))
+	waitJS(t, ctx, 10*time.Second, "new target shows queued", cellJS(key)+` === 'queued'`)
+	s.respond("new", p, message.PackageRequestAccepted, "Accept package build request", bookworm)
+	waitJS(t, ctx, 10*time.Second, "target shows building", cellJS(key)+` === 'building'`)
+	s.respond("new", p, message.BuildRootSetupSucceeded, "Buildroot ready for package build", nil)
+	s.respond("new", p, message.PackageBuildSucceeded, "Package build finished", nil)
+	waitJS(t, ctx, 10*time.Second, "target shows succeeded", cellJS(key)+` === 'succeeded'`)
+
+	if !eval[bool](t, ctx, `window.notReloaded === true`) {
+		t.Fatal("the page was reloaded")
+	}
+	hist := eval[[]string](t, ctx, fmt.Sprintf(`cbLive.history.filter(h => h[0] === %s).map(h => h[1]).filter((s, i, a) => i === 0 || a[i-1] !== s)`, jsString(key)))
+	if strings.Join(hist, ",") != "queued,building,succeeded" {
+		t.Errorf("states shown %v, want queued, building, succeeded", hist)
+	}
+	// The cell carries its age and duration, the reason as text.
+	text := eval[string](t, ctx, `document.querySelector('td[data-key="`+key+`"]').innerText`)
+	if !strings.Contains(text, "ago") || !strings.Contains(text, "Package build finished") {
+		t.Errorf("cell text %q lacks age or reason", text)
+	}
+	screenshot(t, ctx, "overview")
+}
+
+// A filter lives in the URL: it survives a reload.
+func TestBrowserFilterSurvivesReload(t *testing.T) {
+	s := newUISystem(t, Config{})
+	for i, st := range []string{message.PackageBuildSucceeded, message.PackageBuildFailed, message.PackageBuildFailed} {
+		p := fmt.Sprintf("projects/Debian/pkg%d", i)
+		id := fmt.Sprintf("r%d", i)
+		s.request(id, p, "bookworm")
+		s.respond(id, p, message.PackageRequestAccepted, "Accept", bookworm)
+		s.respond(id, p, st, "done", nil)
+	}
+	s.waitState(Key("projects/Debian/pkg2", "bookworm.x86_64"), Failed)
+
+	ctx := newBrowser(t, 1000, 700)
+	do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"),
+		chromedp.SetValue(`select[name=state]`, "failed"),
+		chromedp.Submit(`#filters`),
+	)
+	waitJS(t, ctx, 10*time.Second, "filtered page", `location.search.includes('state=failed')`)
+	check := func(when string) {
+		rows := eval[[]string](t, ctx, `Array.from(document.querySelectorAll('#matrix tbody tr')).map(r => r.dataset.project)`)
+		if strings.Join(rows, ",") != "projects/Debian/pkg1,projects/Debian/pkg2" {
+			t.Errorf("%s: rows %v, want the two failed packages", when, rows)
+		}
+		if v := eval[string](t, ctx, `document.querySelector('select[name=state]').value`); v != "failed" {
+			t.Errorf("%s: state filter shows %q", when, v)
+		}
+	}
+	check("after filtering")
+	do(t, ctx, chromedp.Reload(), chromedp.WaitVisible("#matrix"))
+	check("after reload")
+}
+
+// A request for an unknown target shows "rejected" with its reason.
+func TestBrowserRejectedRequest(t *testing.T) {
+	s := newUISystem(t, Config{})
+	const p = "projects/Debian/no-such-package"
+	key := Key(p, "bookworm.x86_64")
+	ctx := newBrowser(t, 1000, 700)
+	do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"))
+	waitJS(t, ctx, 10*time.Second, "live updates connect", `document.querySelector('#conn').textContent === 'live'`)
+	s.publish("debian", pkgRequest("bad", p, "bookworm"))
+	s.respond("bad", p, message.ProjectDoesNotExist, "Project does not exist: "+p, bookworm)
+	waitJS(t, ctx, 10*time.Second, "cell shows rejected", cellJS(key)+` === 'rejected'`)
+	if text := eval[string](t, ctx, `document.querySelector('td[data-key="`+key+`"]').innerText`); !strings.Contains(text, "Project does not exist") {
+		t.Errorf("rejected cell %q does not say why", text)
+	}
+	do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#live"))
+	if got := eval[string](t, ctx, `document.querySelector('#state').textContent + ' | ' + document.querySelector('#reason').textContent`); got != "rejected | Project does not exist: "+p {
+		t.Errorf("target page says %q", got)
+	}
+}
+
+// runnerRoot is a runner's state as the artifact endpoint serves it.
+type runnerRoot struct {
+	dir string
+	tg  target.Target
+	url string
+}
+
+func newRunnerRoot(t *testing.T, project, dist string) *runnerRoot {
+	dir := t.TempDir()
+	tg, err := target.New(dir, project, dist, "x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(tg.Dir()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(artifact.New(artifact.Config{Root: dir, Token: "artifact-token", PollInterval: 50 * time.Millisecond,
+		EndGrace: time.Second}))
+	t.Cleanup(srv.Close)
+	return &runnerRoot{dir: dir, tg: tg, url: srv.URL}
+}
+
+// heartbeat announces the runner (and its artifact endpoint) to the UI.
+func (s *uiSystem) heartbeat(host, artifactURL string, running ...string) {
+	s.publish(message.TopicHeartbeat, &message.Heartbeat{SchemaVersion: message.SchemaVersion,
+		Identity: "CBScheduler:" + host + ":1:(system)", RunnerGroup: "debian", SourceIP: host, ArtifactURL: artifactURL,
+		BuildLimit: 2, Interval: 10, QueueLag: 0, Running: running, Time: message.FormatTime(time.Now())})
+}
+
+// The target page streams the build log while it grows, says whether it
+// runs or finished, and offers the binaries.
+func TestBrowserTargetPageStreamsTheLog(t *testing.T) {
+	const p = "projects/Debian/cb-slow"
+	rr := newRunnerRoot(t, p, "bookworm")
+	s := newUISystem(t, Config{ArtifactToken: "artifact-token"})
+	key := Key(p, "bookworm.x86_64")
+	s.heartbeat("10.0.0.7", rr.url, key)
+	s.request("slow", p, "bookworm")
+	s.respond("slow", p, message.PackageRequestAccepted, "Accept package build request", bookworm)
+	s.waitState(key, Building)
+
+	// A running build: a live process in the pid file, a log that grows.
+	sleeper := exec.Command("sleep", "300")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sleeper.Process.Kill()
+	if err := os.WriteFile(rr.tg.PIDFile(), []byte(fmt.Sprint(sleeper.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(rr.tg.BuildLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	fmt.Fprintln(logf, "cb-slow: compiling line 1")
+
+	ctx := newBrowser(t, 1100, 800)
+	do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#logtext"))
+	waitJS(t, ctx, 10*time.Second, "first line streamed", `document.querySelector('#logtext').textContent.includes('compiling line 1')`)
+	waitJS(t, ctx, 5*time.Second, "log state running", `document.querySelector('#logstate').textContent === 'running'`)
+	for i := 2; i <= 5; i++ {
+		fmt.Fprintf(logf, "cb-slow: compiling line %d\n", i)
+		waitJS(t, ctx, 10*time.Second, fmt.Sprintf("line %d streamed", i), fmt.Sprintf(`document.querySelector('#logtext').textContent.includes('compiling line %d')`, i))
+	}
+	if got := eval[string](t, ctx, `document.querySelector('#state').textContent`); got != "building" {
+		t.Errorf("state %q while the build runs", got)
+	}
+	screenshot(t, ctx, "target")
+
+	// The build ends: binaries, result file, final response.
+	bin := filepath.Join(rr.tg.Binaries(), "projects", "Debian", "bookworm", "amd64")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "cb-slow_1.0-1_amd64.deb"), []byte("not really a deb"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(logf, "=== finished: exit code 0")
+	if err := os.WriteFile(rr.tg.ResultFile(), []byte("response_code: package build succeeded\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sleeper.Process.Kill()
+	sleeper.Wait()
+	s.respond("slow", p, message.PackageBuildSucceeded, "Package build finished", nil)
+	waitJS(t, ctx, 15*time.Second, "log finished", `document.querySelector('#logstate').textContent === 'finished'`)
+	waitJS(t, ctx, 10*time.Second, "state succeeded", `document.querySelector('#state').textContent === 'succeeded'`)
+	waitJS(t, ctx, 10*time.Second, "binary offered", `!!document.querySelector('#binaries a[href$="cb-slow_1.0-1_amd64.deb"]')`)
+	// The download goes through the UI, which holds the runner's token.
+	got := eval[string](t, ctx, `fetch(document.querySelector('#binaries a').href).then(r => r.text())`)
+	if got != "not really a deb" {
+		t.Errorf("download through the UI: %q", got)
+	}
+	if text := eval[string](t, ctx, `document.querySelector('#logtext').textContent`); !strings.Contains(text, "line 1") || !strings.Contains(text, "=== finished") {
+		t.Errorf("the whole log is not shown: %q", text)
+	}
+}
+
+// A failing build shows its failed state and the line of its log that
+// explains it.
+func TestBrowserFailedBuildShowsTheErrorLine(t *testing.T) {
+	const p = "projects/Debian/cb-broken"
+	rr := newRunnerRoot(t, p, "bookworm")
+	s := newUISystem(t, Config{ArtifactToken: "artifact-token"})
+	key := Key(p, "bookworm.x86_64")
+	s.heartbeat("10.0.0.7", rr.url)
+	const errLine = "broken.c:4:9: error: 'undefined_symbol_for_the_test' undeclared (first use in this function)"
+	log := "dpkg-buildpackage: info: source package cb-broken\ncc -o broken broken.c\n" + errLine +
+		"\nmake[1]: *** [Makefile:3: broken] Error 1\ndpkg-buildpackage: error: debian/rules build subprocess returned exit status 2\n=== finished: exit code 2\n"
+	if err := os.WriteFile(rr.tg.BuildLog(), []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.request("broken", p, "bookworm")
+	s.respond("broken", p, message.PackageRequestAccepted, "Accept package build request", bookworm)
+	s.respond("broken", p, message.PackageBuildFailed, "Package build failed: exit status 2", nil)
+	s.waitState(key, Failed)
+
+	ctx := newBrowser(t, 1000, 700)
+	do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#live"))
+	if got := eval[string](t, ctx, `document.querySelector('#state').textContent`); got != "failed" {
+		t.Errorf("state %q", got)
+	}
+	if got := eval[string](t, ctx, `(document.querySelector('#errorline') || {}).textContent || ''`); got != errLine {
+		t.Errorf("error line %q, want %q", got, errLine)
+	}
+	waitJS(t, ctx, 10*time.Second, "whole log shown", `document.querySelector('#logtext').textContent.includes('=== finished: exit code 2')`)
+	// The overview shows it failed as well.
+	do(t, ctx, chromedp.Navigate(s.url+"/ui/?state=failed"), chromedp.WaitVisible("#matrix"))
+	if got := eval[string](t, ctx, cellJS(key)); got != "failed" {
+		t.Errorf("overview cell %q", got)
+	}
+}
+
+// The live state never stops silently: a lost connection is shown, and
+// the page catches up once it is back.
+func TestBrowserShowsALostConnection(t *testing.T) {
+	s := newUISystem(t, Config{})
+	ctx := newBrowser(t, 1000, 700)
+	do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"))
+	waitJS(t, ctx, 10*time.Second, "live", `document.querySelector('#conn').textContent === 'live'`)
+	s.srv.CloseClientConnections()
+	waitJS(t, ctx, 10*time.Second, "lost connection shown", `document.querySelector('#conn').textContent.startsWith('connection lost')`)
+	s.request("late", "projects/Debian/late", "bookworm")
+	waitJS(t, ctx, 20*time.Second, "reconnected and caught up", `document.querySelector('#conn').textContent === 'live' && `+cellJS(Key("projects/Debian/late", "bookworm.x86_64"))+` === 'queued'`)
+}
