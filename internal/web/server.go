@@ -273,21 +273,16 @@ var funcs = template.FuncMap{
 		}
 		return ""
 	},
-	"unix": func(t time.Time) int64 {
-		if t.IsZero() {
-			return 0
-		}
-		return t.UnixMilli()
-	},
+	"unix":        unixMilli,
 	"stamp":       func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
 	"targetURL":   targetURL,
 	"artifactURL": func(key, name string) string { return "/ui/artifacts/" + escapeKey(key) + "/" + name },
 	"query": func(f Filter, page int) template.URL {
 		return template.URL(f.query(page))
 	},
-	"eq2":      func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },
-	"cellData": func(c *Cell, now time.Time) cellData { return cellData{C: c, Now: now} },
-	"base":     path.Base,
+	"eq2":  func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },
+	"rows": matrixRows,
+	"base": path.Base,
 	"repoID": func(p string) string {
 		return "cloud-builder-" + strings.ReplaceAll(strings.TrimPrefix(p, "projects/"), "/", "-")
 	},
@@ -341,7 +336,4 @@ func parseKey(key string) (project, profile string, err error) {
 	return project, profile, nil
 }
 
-type cellData struct {
-	C   *Cell
-	Now time.Time
-}
+func queryEscape(s string) string { return url.QueryEscape(s) }
