@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/web/webtest"
 )
 
 // buildMessages returns the records of n builds spread over targets
@@ -157,15 +158,15 @@ func BenchmarkBrowserOverview2000(b *testing.B) {
 	srv := httptest.NewServer(ui.Handler())
 	defer srv.Close()
 	defer ui.Close()
-	ctx := newBrowser(b, 1280, 800)
+	ctx := webtest.NewBrowser(b, 1280, 800)
 	var fcp, load float64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		do(b, ctx, chromedp.Navigate(srv.URL+"/ui/?per_page=1000"), chromedp.WaitVisible("#matrix"))
+		webtest.Do(b, ctx, chromedp.Navigate(srv.URL+"/ui/?per_page=1000"), chromedp.WaitVisible("#matrix"))
 		// Wait for the load event's timing to be recorded.
-		waitJS(b, ctx, 10*time.Second, "load timing", `performance.getEntriesByType('navigation')[0].loadEventEnd > 0`)
-		fcp += eval[float64](b, ctx, `performance.getEntriesByName('first-contentful-paint')[0].startTime`)
-		load += eval[float64](b, ctx, `performance.getEntriesByType('navigation')[0].loadEventEnd`)
+		webtest.WaitJS(b, ctx, 10*time.Second, "load timing", `performance.getEntriesByType('navigation')[0].loadEventEnd > 0`)
+		fcp += webtest.Eval[float64](b, ctx, `performance.getEntriesByName('first-contentful-paint')[0].startTime`)
+		load += webtest.Eval[float64](b, ctx, `performance.getEntriesByType('navigation')[0].loadEventEnd`)
 	}
 	b.ReportMetric(fcp/float64(b.N), "ms-first-paint")
 	b.ReportMetric(load/float64(b.N), "ms-load")

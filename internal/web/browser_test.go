@@ -15,11 +15,12 @@ import (
 	"github.com/cloud-builder/cb/internal/artifact"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/target"
+	"github.com/cloud-builder/cb/internal/web/webtest"
 )
 
 // cellJS is the state shown in the matrix cell of key ("" when none).
 func cellJS(key string) string {
-	return fmt.Sprintf(`(() => { const td = document.querySelector('td[data-key="' + CSS.escape(%s) + '"]'); return td ? td.dataset.state : ''; })()`, jsString(key))
+	return fmt.Sprintf(`(() => { const td = document.querySelector('td[data-key="' + CSS.escape(%s) + '"]'); return td ? td.dataset.state : ''; })()`, webtest.JSString(key))
 }
 
 // A build requested while the page is open goes queued → building →
@@ -35,35 +36,35 @@ func TestBrowserMatrixFollowsABuild(t *testing.T) {
 	s.respond("old2", "projects/Debian/cb-broken", message.PackageBuildFailed, "Package build failed: exit status 2", nil)
 	s.waitState(Key("projects/Debian/cb-broken", "bookworm.x86_64"), Failed)
 
-	ctx := newBrowser(t, 1200, 700)
-	do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#matrix"))
-	waitJS(t, ctx, 10*time.Second, "live updates connect", `document.querySelector('#conn').textContent === 'live'`)
+	ctx := webtest.NewBrowser(t, 1200, 700)
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#matrix"))
+	webtest.WaitJS(t, ctx, 10*time.Second, "live updates connect", `document.querySelector('#conn').textContent === 'live'`)
 	// A marker that a reload would wipe.
-	eval[bool](t, ctx, `window.notReloaded = true`)
+	webtest.Eval[bool](t, ctx, `window.notReloaded = true`)
 
 	const p = "projects/RPM/cb-hello-rpm"
 	key := Key(p, "bookworm.x86_64")
 	s.publish("debian", pkgRequest("new", p, "bookworm"))
-	waitJS(t, ctx, 10*time.Second, "new target shows queued", cellJS(key)+` === 'queued'`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "new target shows queued", cellJS(key)+` === 'queued'`)
 	s.respond("new", p, message.PackageRequestAccepted, "Accept package build request", bookworm)
-	waitJS(t, ctx, 10*time.Second, "target shows building", cellJS(key)+` === 'building'`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "target shows building", cellJS(key)+` === 'building'`)
 	s.respond("new", p, message.BuildRootSetupSucceeded, "Buildroot ready for package build", nil)
 	s.respond("new", p, message.PackageBuildSucceeded, "Package build finished", nil)
-	waitJS(t, ctx, 10*time.Second, "target shows succeeded", cellJS(key)+` === 'succeeded'`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "target shows succeeded", cellJS(key)+` === 'succeeded'`)
 
-	if !eval[bool](t, ctx, `window.notReloaded === true`) {
+	if !webtest.Eval[bool](t, ctx, `window.notReloaded === true`) {
 		t.Fatal("the page was reloaded")
 	}
-	hist := eval[[]string](t, ctx, fmt.Sprintf(`cbLive.history.filter(h => h[0] === %s).map(h => h[1]).filter((s, i, a) => i === 0 || a[i-1] !== s)`, jsString(key)))
+	hist := webtest.Eval[[]string](t, ctx, fmt.Sprintf(`cbLive.history.filter(h => h[0] === %s).map(h => h[1]).filter((s, i, a) => i === 0 || a[i-1] !== s)`, webtest.JSString(key)))
 	if strings.Join(hist, ",") != "queued,building,succeeded" {
 		t.Errorf("states shown %v, want queued, building, succeeded", hist)
 	}
 	// The cell carries its age and duration, the reason as text.
-	text := eval[string](t, ctx, `document.querySelector('td[data-key="`+key+`"]').innerText`)
+	text := webtest.Eval[string](t, ctx, `document.querySelector('td[data-key="`+key+`"]').innerText`)
 	if !strings.Contains(text, "ago") || !strings.Contains(text, "Package build finished") {
 		t.Errorf("cell text %q lacks age or reason", text)
 	}
-	screenshot(t, ctx, "overview")
+	webtest.Screenshot(t, ctx, "overview")
 }
 
 // A filter lives in the URL: it survives a reload.
@@ -78,23 +79,23 @@ func TestBrowserFilterSurvivesReload(t *testing.T) {
 	}
 	s.waitState(Key("projects/Debian/pkg2", "bookworm.x86_64"), Failed)
 
-	ctx := newBrowser(t, 1000, 700)
-	do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"),
+	ctx := webtest.NewBrowser(t, 1000, 700)
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"),
 		chromedp.SetValue(`select[name=state]`, "failed"),
 		chromedp.Submit(`#filters`),
 	)
-	waitJS(t, ctx, 10*time.Second, "filtered page", `location.search.includes('state=failed')`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "filtered page", `location.search.includes('state=failed')`)
 	check := func(when string) {
-		rows := eval[[]string](t, ctx, `Array.from(document.querySelectorAll('#matrix tbody tr')).map(r => r.dataset.project)`)
+		rows := webtest.Eval[[]string](t, ctx, `Array.from(document.querySelectorAll('#matrix tbody tr')).map(r => r.dataset.project)`)
 		if strings.Join(rows, ",") != "projects/Debian/pkg1,projects/Debian/pkg2" {
 			t.Errorf("%s: rows %v, want the two failed packages", when, rows)
 		}
-		if v := eval[string](t, ctx, `document.querySelector('select[name=state]').value`); v != "failed" {
+		if v := webtest.Eval[string](t, ctx, `document.querySelector('select[name=state]').value`); v != "failed" {
 			t.Errorf("%s: state filter shows %q", when, v)
 		}
 	}
 	check("after filtering")
-	do(t, ctx, chromedp.Reload(), chromedp.WaitVisible("#matrix"))
+	webtest.Do(t, ctx, chromedp.Reload(), chromedp.WaitVisible("#matrix"))
 	check("after reload")
 }
 
@@ -103,17 +104,17 @@ func TestBrowserRejectedRequest(t *testing.T) {
 	s := newUISystem(t, Config{})
 	const p = "projects/Debian/no-such-package"
 	key := Key(p, "bookworm.x86_64")
-	ctx := newBrowser(t, 1000, 700)
-	do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"))
-	waitJS(t, ctx, 10*time.Second, "live updates connect", `document.querySelector('#conn').textContent === 'live'`)
+	ctx := webtest.NewBrowser(t, 1000, 700)
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"))
+	webtest.WaitJS(t, ctx, 10*time.Second, "live updates connect", `document.querySelector('#conn').textContent === 'live'`)
 	s.publish("debian", pkgRequest("bad", p, "bookworm"))
 	s.respond("bad", p, message.ProjectDoesNotExist, "Project does not exist: "+p, bookworm)
-	waitJS(t, ctx, 10*time.Second, "cell shows rejected", cellJS(key)+` === 'rejected'`)
-	if text := eval[string](t, ctx, `document.querySelector('td[data-key="`+key+`"]').innerText`); !strings.Contains(text, "Project does not exist") {
+	webtest.WaitJS(t, ctx, 10*time.Second, "cell shows rejected", cellJS(key)+` === 'rejected'`)
+	if text := webtest.Eval[string](t, ctx, `document.querySelector('td[data-key="`+key+`"]').innerText`); !strings.Contains(text, "Project does not exist") {
 		t.Errorf("rejected cell %q does not say why", text)
 	}
-	do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#live"))
-	if got := eval[string](t, ctx, `document.querySelector('#state').textContent + ' | ' + document.querySelector('#reason').textContent`); got != "rejected | Project does not exist: "+p {
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#live"))
+	if got := webtest.Eval[string](t, ctx, `document.querySelector('#state').textContent + ' | ' + document.querySelector('#reason').textContent`); got != "rejected | Project does not exist: "+p {
 		t.Errorf("target page says %q", got)
 	}
 }
@@ -175,18 +176,18 @@ func TestBrowserTargetPageStreamsTheLog(t *testing.T) {
 	defer logf.Close()
 	fmt.Fprintln(logf, "cb-slow: compiling line 1")
 
-	ctx := newBrowser(t, 1100, 800)
-	do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#logtext"))
-	waitJS(t, ctx, 10*time.Second, "first line streamed", `document.querySelector('#logtext').textContent.includes('compiling line 1')`)
-	waitJS(t, ctx, 5*time.Second, "log state running", `document.querySelector('#logstate').textContent === 'running'`)
+	ctx := webtest.NewBrowser(t, 1100, 800)
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#logtext"))
+	webtest.WaitJS(t, ctx, 10*time.Second, "first line streamed", `document.querySelector('#logtext').textContent.includes('compiling line 1')`)
+	webtest.WaitJS(t, ctx, 5*time.Second, "log state running", `document.querySelector('#logstate').textContent === 'running'`)
 	for i := 2; i <= 5; i++ {
 		fmt.Fprintf(logf, "cb-slow: compiling line %d\n", i)
-		waitJS(t, ctx, 10*time.Second, fmt.Sprintf("line %d streamed", i), fmt.Sprintf(`document.querySelector('#logtext').textContent.includes('compiling line %d')`, i))
+		webtest.WaitJS(t, ctx, 10*time.Second, fmt.Sprintf("line %d streamed", i), fmt.Sprintf(`document.querySelector('#logtext').textContent.includes('compiling line %d')`, i))
 	}
-	if got := eval[string](t, ctx, `document.querySelector('#state').textContent`); got != "building" {
+	if got := webtest.Eval[string](t, ctx, `document.querySelector('#state').textContent`); got != "building" {
 		t.Errorf("state %q while the build runs", got)
 	}
-	screenshot(t, ctx, "target")
+	webtest.Screenshot(t, ctx, "target")
 
 	// The build ends: binaries, result file, final response.
 	bin := filepath.Join(rr.tg.Binaries(), "projects", "Debian", "bookworm", "amd64")
@@ -203,15 +204,15 @@ func TestBrowserTargetPageStreamsTheLog(t *testing.T) {
 	sleeper.Process.Kill()
 	sleeper.Wait()
 	s.respond("slow", p, message.PackageBuildSucceeded, "Package build finished", nil)
-	waitJS(t, ctx, 15*time.Second, "log finished", `document.querySelector('#logstate').textContent === 'finished'`)
-	waitJS(t, ctx, 10*time.Second, "state succeeded", `document.querySelector('#state').textContent === 'succeeded'`)
-	waitJS(t, ctx, 10*time.Second, "binary offered", `!!document.querySelector('#binaries a[href$="cb-slow_1.0-1_amd64.deb"]')`)
+	webtest.WaitJS(t, ctx, 15*time.Second, "log finished", `document.querySelector('#logstate').textContent === 'finished'`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "state succeeded", `document.querySelector('#state').textContent === 'succeeded'`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "binary offered", `!!document.querySelector('#binaries a[href$="cb-slow_1.0-1_amd64.deb"]')`)
 	// The download goes through the UI, which holds the runner's token.
-	got := eval[string](t, ctx, `fetch(document.querySelector('#binaries a').href).then(r => r.text())`)
+	got := webtest.Eval[string](t, ctx, `fetch(document.querySelector('#binaries a').href).then(r => r.text())`)
 	if got != "not really a deb" {
 		t.Errorf("download through the UI: %q", got)
 	}
-	if text := eval[string](t, ctx, `document.querySelector('#logtext').textContent`); !strings.Contains(text, "line 1") || !strings.Contains(text, "=== finished") {
+	if text := webtest.Eval[string](t, ctx, `document.querySelector('#logtext').textContent`); !strings.Contains(text, "line 1") || !strings.Contains(text, "=== finished") {
 		t.Errorf("the whole log is not shown: %q", text)
 	}
 }
@@ -235,18 +236,18 @@ func TestBrowserFailedBuildShowsTheErrorLine(t *testing.T) {
 	s.respond("broken", p, message.PackageBuildFailed, "Package build failed: exit status 2", nil)
 	s.waitState(key, Failed)
 
-	ctx := newBrowser(t, 1000, 700)
-	do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#live"))
-	if got := eval[string](t, ctx, `document.querySelector('#state').textContent`); got != "failed" {
+	ctx := webtest.NewBrowser(t, 1000, 700)
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#live"))
+	if got := webtest.Eval[string](t, ctx, `document.querySelector('#state').textContent`); got != "failed" {
 		t.Errorf("state %q", got)
 	}
-	if got := eval[string](t, ctx, `(document.querySelector('#errorline') || {}).textContent || ''`); got != errLine {
+	if got := webtest.Eval[string](t, ctx, `(document.querySelector('#errorline') || {}).textContent || ''`); got != errLine {
 		t.Errorf("error line %q, want %q", got, errLine)
 	}
-	waitJS(t, ctx, 10*time.Second, "whole log shown", `document.querySelector('#logtext').textContent.includes('=== finished: exit code 2')`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "whole log shown", `document.querySelector('#logtext').textContent.includes('=== finished: exit code 2')`)
 	// The overview shows it failed as well.
-	do(t, ctx, chromedp.Navigate(s.url+"/ui/?state=failed"), chromedp.WaitVisible("#matrix"))
-	if got := eval[string](t, ctx, cellJS(key)); got != "failed" {
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+"/ui/?state=failed"), chromedp.WaitVisible("#matrix"))
+	if got := webtest.Eval[string](t, ctx, cellJS(key)); got != "failed" {
 		t.Errorf("overview cell %q", got)
 	}
 }
@@ -255,11 +256,11 @@ func TestBrowserFailedBuildShowsTheErrorLine(t *testing.T) {
 // the page catches up once it is back.
 func TestBrowserShowsALostConnection(t *testing.T) {
 	s := newUISystem(t, Config{})
-	ctx := newBrowser(t, 1000, 700)
-	do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"))
-	waitJS(t, ctx, 10*time.Second, "live", `document.querySelector('#conn').textContent === 'live'`)
+	ctx := webtest.NewBrowser(t, 1000, 700)
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"))
+	webtest.WaitJS(t, ctx, 10*time.Second, "live", `document.querySelector('#conn').textContent === 'live'`)
 	s.srv.CloseClientConnections()
-	waitJS(t, ctx, 10*time.Second, "lost connection shown", `document.querySelector('#conn').textContent.startsWith('connection lost')`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "lost connection shown", `document.querySelector('#conn').textContent.startsWith('connection lost')`)
 	s.request("late", "projects/Debian/late", "bookworm")
-	waitJS(t, ctx, 20*time.Second, "reconnected and caught up", `document.querySelector('#conn').textContent === 'live' && `+cellJS(Key("projects/Debian/late", "bookworm.x86_64"))+` === 'queued'`)
+	webtest.WaitJS(t, ctx, 20*time.Second, "reconnected and caught up", `document.querySelector('#conn').textContent === 'live' && `+cellJS(Key("projects/Debian/late", "bookworm.x86_64"))+` === 'queued'`)
 }
