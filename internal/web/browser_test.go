@@ -64,6 +64,25 @@ func TestBrowserMatrixFollowsABuild(t *testing.T) {
 	if !strings.Contains(text, "ago") || !strings.Contains(text, "Package build finished") {
 		t.Errorf("cell text %q lacks age or reason", text)
 	}
+
+	// Every other state, a second dist and an image, for the picture.
+	trixie := &message.Target{Arch: "x86_64", Dist: "trixie"}
+	s.publish("debian", pkgRequest("t1", "projects/Debian/cb-hello", "trixie"))
+	s.respond("t1", "projects/Debian/cb-hello", message.PackageRequestAccepted, "Accept package build request", trixie)
+	s.publish("debian", pkgRequest("t2", "projects/Debian/libfoo", "trixie"))
+	s.publish("debian", pkgRequest("t3", "projects/Debian/foo-tools", "trixie"))
+	s.respond("t3", "projects/Debian/foo-tools", message.PackageBuildBlocked, "waits for projects/Debian/libfoo@trixie.x86_64", trixie)
+	s.publish("debian", pkgRequest("t4", "projects/Debian/foo-tools", "bookworm"))
+	s.respond("t4", "projects/Debian/foo-tools", message.PackageBuildUnresolvable, "nothing provides libbar-dev (>= 2)", bookworm)
+	s.publish("debian", pkgRequest("t5", "projects/Debian/cb-hello-arm", "bookworm"))
+	s.respond("t5", "projects/Debian/cb-hello-arm", message.PackageTargetNotConfigured, "No package config for: bookworm.x86_64 in runner group debian", bookworm)
+	img := &message.BuildRequest{SchemaVersion: message.SchemaVersion, RequestID: "t6", RunnerGroup: "debian",
+		Action: message.ActionImageRebuild, Project: "projects/images/debian/cb-image-tbz", Image: &message.ImageTarget{Arch: "x86_64", Selection: "standard"}}
+	s.publish("debian", img)
+	s.respond("t6", img.Project, message.ImageRequestAccepted, "Accept image build request", &message.Target{Arch: "x86_64", Selection: "standard"})
+	s.respond("t6", img.Project, message.ImageBuildSucceeded, "Image build finished", nil)
+	webtest.WaitJS(t, ctx, 10*time.Second, "all states shown", `['queued','blocked','building','succeeded','failed','unresolvable','rejected'].every(st => document.querySelector('td[data-state="' + st + '"]'))`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "image shown", cellJS(Key(img.Project, "standard.x86_64"))+` === 'succeeded'`)
 	webtest.Screenshot(t, ctx, "overview")
 }
 
@@ -79,8 +98,14 @@ func TestBrowserFilterSurvivesReload(t *testing.T) {
 	}
 	s.waitState(Key("projects/Debian/pkg2", "bookworm.x86_64"), Failed)
 
-	ctx := webtest.NewBrowser(t, 1000, 700)
-	webtest.Do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"),
+	// A phone-sized window: the page must not need sideways scrolling
+	// (the matrix scrolls inside its box).
+	ctx := webtest.NewBrowser(t, 390, 844)
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible("#filters"))
+	if w := webtest.Eval[[]int](t, ctx, `[document.documentElement.scrollWidth, document.documentElement.clientWidth]`); w[0] > w[1] {
+		t.Errorf("page is %dpx wide in a %dpx window", w[0], w[1])
+	}
+	webtest.Do(t, ctx,
 		chromedp.SetValue(`select[name=state]`, "failed"),
 		chromedp.Submit(`#filters`),
 	)
