@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -317,9 +318,14 @@ func (s *Server) errorLine(ctx context.Context, u string) string {
 	return ErrorLine(io.LimitReader(resp.Body, 1<<20))
 }
 
-// ErrorLine picks the line that explains a failure from a log.
+// ErrorLine picks the line that explains a failure from a log: the first
+// compiler or linker diagnostic ("file.c:4:9: error: …"), else the first
+// line naming an error that is not a build driver reporting that a step
+// failed (make, dh_*, dpkg-buildpackage), else the first line saying
+// something failed, else the last line that is not the runner's summary.
 func ErrorLine(r io.Reader) string {
-	var lastErr, lastLine string
+	var best, last string
+	rank := 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -327,19 +333,33 @@ func ErrorLine(r io.Reader) string {
 		if line == "" || strings.HasPrefix(line, "===") {
 			continue
 		}
-		lastLine = line
-		l := strings.ToLower(line)
-		if strings.Contains(l, "error") && !strings.Contains(l, "error 1") && !strings.HasPrefix(l, "make") &&
-			!strings.HasPrefix(l, "dpkg-buildpackage: error") {
-			lastErr = line
-		} else if lastErr == "" && (strings.Contains(l, "error") || strings.Contains(l, "failed")) {
-			lastErr = line
+		last = line
+		if r := errorRank(line); r > rank {
+			best, rank = line, r
 		}
 	}
-	if lastErr != "" {
-		return truncate(lastErr, 500)
+	if best == "" {
+		best = last
 	}
-	return truncate(lastLine, 500)
+	return truncate(best, 500)
+}
+
+var diagnosticRE = regexp.MustCompile(`^\S+:\d+(:\d+)?: (fatal )?error\b|undefined reference to`)
+
+func errorRank(line string) int {
+	if diagnosticRE.MatchString(line) {
+		return 3
+	}
+	l := strings.ToLower(line)
+	driver := strings.HasPrefix(l, "make") || strings.HasPrefix(l, "dh_") || strings.HasPrefix(l, "dpkg-buildpackage") ||
+		strings.HasPrefix(l, "debian/rules")
+	switch {
+	case strings.Contains(l, "error") && !driver:
+		return 2
+	case strings.Contains(l, "error") || strings.Contains(l, "failed"):
+		return 1
+	}
+	return 0
 }
 
 func truncate(s string, n int) string {

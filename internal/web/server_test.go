@@ -223,8 +223,9 @@ func TestJSONHasThePagesData(t *testing.T) {
 
 func TestErrorLine(t *testing.T) {
 	for name, tc := range map[string]struct{ log, want string }{
-		"compiler": {"cc -c x.c\nx.c:4:9: error: 'y' undeclared\nmake: *** [Makefile:3: x] Error 1\ndpkg-buildpackage: error: debian/rules build subprocess returned exit status 2\n=== finished 2026: exit code 2\n",
-			"x.c:4:9: error: 'y' undeclared"},
+		"compiler": {"cc -c x.c\nx.c:4:9: error: ‘y’ undeclared (first use in this function)\nx.c:4:9: note: each undeclared identifier is reported only once\nx.c:9:1: error: second\nmake[1]: *** [Makefile:3: x] Error 1\ndh_auto_build: error: make -j2 returned exit code 2\ndpkg-buildpackage: error: debian/rules build subprocess returned exit status 2\n=== finished 2026: exit code 2\n",
+			"x.c:4:9: error: ‘y’ undeclared (first use in this function)"},
+		"rpmbuild":      {"+ make\nerror: Bad exit status from /var/tmp/rpm-tmp.x (%build)\n    Bad exit status from /var/tmp/rpm-tmp.x (%build)\n", "error: Bad exit status from /var/tmp/rpm-tmp.x (%build)"},
 		"no error word": {"step 1\nsegmentation fault\n=== finished: exit code 139\n", "segmentation fault"},
 		"failed":        {"E: Unable to locate package libnope\nmmdebstrap failed\n", "mmdebstrap failed"},
 	} {
