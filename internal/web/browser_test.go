@@ -289,3 +289,28 @@ func TestBrowserShowsALostConnection(t *testing.T) {
 	s.request("late", "projects/Debian/late", "bookworm")
 	webtest.WaitJS(t, ctx, 20*time.Second, "reconnected and caught up", `document.querySelector('#conn').textContent === 'live' && `+cellJS(Key("projects/Debian/late", "bookworm.x86_64"))+` === 'queued'`)
 }
+
+// The rebuild button needs the token, even on loopback, and then sends a
+// request that the page shows as queued.
+func TestBrowserRebuildButton(t *testing.T) {
+	s := newUISystem(t, Config{})
+	const p = "projects/Debian/cb-hello"
+	key := Key(p, "bookworm.x86_64")
+	s.request("r1", p, "bookworm")
+	s.respond("r1", p, message.PackageRequestAccepted, "Accept", bookworm)
+	s.respond("r1", p, message.PackageBuildSucceeded, "Package build finished", nil)
+	s.waitState(key, Succeeded)
+
+	ctx := webtest.NewBrowser(t, 1000, 700)
+	webtest.Do(t, ctx, chromedp.Navigate(s.url+targetURL(key)), chromedp.WaitVisible("#rebuild"))
+	webtest.WaitJS(t, ctx, 10*time.Second, "live", `document.querySelector('#conn').textContent === 'live'`)
+	webtest.Do(t, ctx, chromedp.Click(`#rebuild button`))
+	webtest.WaitJS(t, ctx, 10*time.Second, "refused without token", `document.querySelector('#rebuildmsg').textContent.includes('needs the UI token')`)
+	webtest.Do(t, ctx, chromedp.SendKeys(`#token`, testToken), chromedp.Click(`#rebuild button`))
+	webtest.WaitJS(t, ctx, 10*time.Second, "requested", `document.querySelector('#rebuildmsg').textContent.startsWith('requested: ')`)
+	webtest.WaitJS(t, ctx, 10*time.Second, "new request queued", `document.querySelector('#state').textContent === 'queued'`)
+	tg, _ := s.model.Target(key)
+	if len(tg.Requests) != 2 || tg.Requests[1].Action != message.ActionPackageRebuild {
+		t.Errorf("requests after the rebuild: %+v", tg.Requests)
+	}
+}
