@@ -127,22 +127,27 @@ func BenchmarkOverview2000(b *testing.B) {
 		{"html", "/ui/?per_page=1000"},
 		{"json", "/api/v1/targets?per_page=1000"},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			var size int
-			b.ReportAllocs()
-			for i := 0; i < b.N; i++ {
-				r := httptest.NewRequest("GET", bc.path, nil)
-				r.RemoteAddr = "127.0.0.1:1"
-				w := httptest.NewRecorder()
-				h.ServeHTTP(w, r)
-				if w.Code != 200 {
-					b.Fatal(w.Code)
+		for _, enc := range []string{"", "gzip"} {
+			b.Run(bc.name+"-"+map[string]string{"": "plain", "gzip": "gzip"}[enc], func(b *testing.B) {
+				var size int
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					r := httptest.NewRequest("GET", bc.path, nil)
+					r.RemoteAddr = "127.0.0.1:1"
+					if enc != "" {
+						r.Header.Set("Accept-Encoding", enc)
+					}
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, r)
+					if w.Code != 200 || w.Header().Get("Content-Encoding") != enc {
+						b.Fatal(w.Code, w.Header())
+					}
+					size = w.Body.Len()
 				}
-				size = w.Body.Len()
-			}
-			b.ReportMetric(float64(size), "bytes/page")
-			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/page")
-		})
+				b.ReportMetric(float64(size), "bytes/page")
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/page")
+			})
+		}
 	}
 }
 
