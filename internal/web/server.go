@@ -124,7 +124,7 @@ func (s *Server) Close() { s.cancel() }
 // Mount registers the UI's routes on mux.
 func (s *Server) Mount(mux *http.ServeMux) {
 	// Pages and JSON are compressed (the overview of 2,000 targets is
-	// 1 MB of HTML, 60 kB gzipped); streams (events, followed logs) are not.
+	// 1 MB of HTML, 50 kB gzipped); streams (events, followed logs) are not.
 	gz := func(h http.HandlerFunc) http.HandlerFunc { return gzhttp.GzipHandler(s.read(h)) }
 	mux.HandleFunc("GET /ui/{$}", gz(s.overview))
 	mux.HandleFunc("GET /ui/targets/{key...}", gz(s.targetPage))
