@@ -277,9 +277,11 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	}()
 	err = g.Wait()
 	logger.Info("stopped", "cause", context.Cause(ctx))
-	// The last client goes before the broker, or it would warn about the
+	// The last clients go before the broker, or they would warn about the
 	// broker being gone on the way out.
 	client.Close()
+	uiFeed.Close()
+	uiClient.Close()
 	return errors.Join(err, emb.Close())
 }
 
