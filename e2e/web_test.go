@@ -25,19 +25,20 @@ func TestWebUI(t *testing.T) {
 	// The runner announces its artifact endpoint in its heartbeat; the UI
 	// reads logs and binaries there with the runner's token.
 	artifactAddr := freePort(t)
-	tokenFile := filepath.Join(s.dir, "artifact.token")
 	uiTokenFile := filepath.Join(s.dir, "ui.token")
-	for f, tok := range map[string]string{tokenFile: "e2e-artifact-token\n", uiTokenFile: "e2e-ui-token\n"} {
-		if err := os.WriteFile(f, []byte(tok), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(uiTokenFile, []byte("e2e-ui-token\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	cfg, err := os.ReadFile(s.brokerConfig)
+	cfg, err := os.ReadFile(s.runnerConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg = append(cfg, fmt.Sprintf("artifacts:\n  listen: %s\n  url: http://%s\n  token_file: %s\n", artifactAddr, artifactAddr, tokenFile)...)
-	if err := os.WriteFile(s.brokerConfig, cfg, 0o644); err != nil {
+	const block = "\nartifacts:\n  token: e2e-artifact-token\n"
+	if !strings.Contains("\n"+string(cfg), block) {
+		t.Fatalf("runner config has no artifacts block:\n%s", cfg)
+	}
+	cfg = []byte(strings.Replace("\n"+string(cfg), block, block+fmt.Sprintf("  listen: %s\n  url: http://%s\n", artifactAddr, artifactAddr), 1)[1:])
+	if err := os.WriteFile(s.runnerConfig, cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	start(t, s.env, "cb-info", "--runner-root", s.runnerRoot)

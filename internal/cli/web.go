@@ -27,6 +27,7 @@ func init() {
 func runWeb(ctx context.Context, env *Env, args []string) int {
 	fs, common := newFlagSet(env, "web", "[--listen ADDR] [flags]")
 	brokerConfig := fs.String("broker-config", env.Paths().BrokerConfig, "broker config file (env CB_BROKER_CONFIG)")
+	runnerConfig := fs.String("runner-config", env.Paths().RunnerConfig, "runner config file: SASL, collector.url, the artifact token (cbctl.artifacts, else artifacts) (env "+config.EnvRunnerConfig+")")
 	listen := fs.String("listen", "127.0.0.1:8090", "address to serve on")
 	groups := fs.String("runner-groups", "", "comma-separated runner groups whose request topics are shown as queued (default: runner.group of the broker config)")
 	collectorURL := fs.String("collector-url", "", "collector whose /api/v1/status lists the repositories (default: collector.url of the broker config)")
@@ -43,7 +44,11 @@ func runWeb(ctx context.Context, env *Env, args []string) int {
 		return code
 	}
 	logger := common.Logger(env.Stderr, "web")
-	cfg, err := config.LoadBrokerFile(*brokerConfig)
+	cfg, err := loadConfig(logger, *brokerConfig, *runnerConfig)
+	if err != nil {
+		return fail(env, "web", err)
+	}
+	rcfg, _, err := config.LoadRunnerFile(*runnerConfig)
 	if err != nil {
 		return fail(env, "web", err)
 	}
@@ -71,9 +76,13 @@ func runWeb(ctx context.Context, env *Env, args []string) int {
 			return fail(env, "web", fmt.Errorf("token file %s is empty", *tokenFile))
 		}
 	}
-	artifactToken, err := cfg.Artifacts.ReadToken()
+	// The UI reads the runners' artifact endpoints as a client, like cb-ctl.
+	artifactToken, err := rcfg.Ctl.Artifacts.ReadToken()
+	if err == nil && artifactToken == "" {
+		artifactToken, err = cfg.Artifacts.ReadToken()
+	}
 	if err != nil {
-		return fail(env, "web", fmt.Errorf("%s: artifacts: %w", *brokerConfig, err))
+		return fail(env, "web", fmt.Errorf("%s: artifact token: %w", *runnerConfig, err))
 	}
 	var artifactTLS *tls.Config
 	if *artifactCA != "" || *artifactCert != "" {
