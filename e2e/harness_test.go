@@ -51,7 +51,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build cb:", err)
 		os.Exit(1)
 	}
-	for _, s := range []string{"ctl", "fetch", "scheduler", "prepare", "run", "image", "info", "collect", "depsolver"} {
+	for _, s := range []string{"ctl", "fetch", "scheduler", "prepare", "run", "image", "info", "collect", "depsolver", "web"} {
 		if err := os.Symlink("cb", filepath.Join(dir, "cb-"+s)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

@@ -52,6 +52,12 @@ type Config struct {
 	// published, with the repository path (projects/MS/TW), its type
 	// and how long publishing took. cb up prints it.
 	Published func(repoPath, repoType string, d time.Duration)
+
+	// Mount adds routes of other components (the web UI) to the
+	// collector's server, beside the repositories. Their patterns must not
+	// overlap the collector's own (/, /api/v1/status, the upload path,
+	// /healthz, /metrics).
+	Mount func(*http.ServeMux)
 }
 
 const (

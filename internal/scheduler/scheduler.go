@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,6 +67,12 @@ type Config struct {
 	Logger    *slog.Logger
 	// StopGrace is how long a stopped job gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
+	// ArtifactURL is the base URL of this runner's artifact endpoint,
+	// announced in heartbeats; "" when the runner has none.
+	ArtifactURL string
+	// HeartbeatInterval is the period of the heartbeat on
+	// message.TopicHeartbeat; 0 means message.HeartbeatInterval.
+	HeartbeatInterval time.Duration
 }
 
 // Scheduler runs builds for one runner group.
@@ -80,6 +87,7 @@ type Scheduler struct {
 	stopping bool
 	wg       sync.WaitGroup
 	changed  chan struct{} // a job ended: re-check the limit
+	lag      atomic.Int64  // the group's queue lag, -1 while unknown
 }
 
 type run struct {
@@ -107,6 +115,9 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 20 * time.Second
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = message.HeartbeatInterval
+	}
 	if cfg.HostArch == "" {
 		cfg.HostArch = proc.HostArch()
 	}
@@ -123,10 +134,12 @@ func New(cfg Config) (*Scheduler, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.RunnerRoot, "scheduled"), 0o755); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	return &Scheduler{
+	s := &Scheduler{
 		cfg: cfg, journal: j, logger: cfg.Logger.With("runner_group", cfg.RunnerGroup),
 		running: map[string]*run{}, changed: make(chan struct{}, 1),
-	}, nil
+	}
+	s.lag.Store(-1)
+	return s, nil
 }
 
 // Run recovers the journal, then consumes requests until ctx is done. On
@@ -140,8 +153,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return err
 	}
 	defer s.stopAll()
+	stopBeat := s.startHeartbeat(ctx)
+	defer stopBeat()
 	paused := false
-	lastLag := time.Time{}
+	var lastLag time.Time
 	for ctx.Err() == nil {
 		s.startWaiting(ctx)
 		full := s.load() >= s.cfg.BuildLimit
@@ -161,6 +176,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			lastLag = time.Now()
 			if lag, err := lc.Lag(ctx); err == nil {
 				metrics.QueueLag.WithLabelValues(s.cfg.RunnerGroup).Set(float64(lag))
+				s.lag.Store(lag)
 			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.PollTimeout)
