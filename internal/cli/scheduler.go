@@ -117,7 +117,7 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		RunnerGroup: rf.group, RunnerRoot: rf.runnerRoot, Sources: sources, ThisHost: rf.thisHost,
 		BuildLimit: o.buildLimit, PollTimeout: o.pollTimeout, JobCommand: jobCmd, JobEnv: jobEnv,
 		Pull:     func(ctx context.Context) error { return source.Pull(ctx, sources, logger) },
-		Consumer: consumer, Publisher: client, Logger: logger,
+		Consumer: consumer, Publisher: client, Logger: logger, ArtifactURL: announcedArtifactURL(cfg, rf.thisHost),
 	})
 	if err != nil {
 		return err
@@ -135,4 +135,25 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		return s.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// announcedArtifactURL is the artifact endpoint URL a runner announces in
+// its heartbeat: artifacts.url, else this_host with the port of
+// artifacts.listen, else "" (no endpoint known).
+func announcedArtifactURL(cfg *config.Broker, host string) string {
+	if cfg.Artifacts.URL != "" {
+		return cfg.Artifacts.URL
+	}
+	if cfg.Artifacts.Listen == "" || cfg.Artifacts.Listen == "off" || host == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(cfg.Artifacts.Listen)
+	if err != nil {
+		return ""
+	}
+	scheme := "http"
+	if cfg.Artifacts.TLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }

@@ -93,3 +93,15 @@ const (
 	BuildRootReadyMessage  = "Buildroot ready for package build"
 	BuildRootCachedMessage = "Buildroot ready for package build (from cache)"
 )
+
+// Response codes of cb-depsolver, new in the Go implementation. Readers
+// recognise them by the words "blocked" and "unresolvable" in the code, so
+// variants (package/image) keep those words.
+const (
+	// PackageBuildBlocked: a build dependency is itself waiting to be
+	// built or failed; the message names the blocking targets.
+	PackageBuildBlocked ResponseCode = "package build blocked"
+	// PackageBuildUnresolvable: a build dependency is not provided by any
+	// repository of the buildroot; the message names it.
+	PackageBuildUnresolvable ResponseCode = "package build unresolvable"
+)

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,12 @@ type Config struct {
 	Logger    *slog.Logger
 	// StopGrace is how long a stopped job gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
+	// ArtifactURL is the base URL of this runner's artifact endpoint,
+	// announced in heartbeats; "" when the runner has none.
+	ArtifactURL string
+	// HeartbeatInterval is the period of the heartbeat on
+	// message.TopicHeartbeat; 0 means message.HeartbeatInterval.
+	HeartbeatInterval time.Duration
 }
 
 // Scheduler runs builds for one runner group.
@@ -79,6 +86,7 @@ type Scheduler struct {
 	stopping bool
 	wg       sync.WaitGroup
 	changed  chan struct{} // a job ended: re-check the limit
+	lag      atomic.Int64  // the group's queue lag, -1 while unknown
 }
 
 type run struct {
@@ -106,6 +114,9 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 20 * time.Second
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = message.HeartbeatInterval
+	}
 	if cfg.HostArch == "" {
 		cfg.HostArch = HostArch()
 	}
@@ -122,10 +133,12 @@ func New(cfg Config) (*Scheduler, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.RunnerRoot, "scheduled"), 0o755); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	return &Scheduler{
+	s := &Scheduler{
 		cfg: cfg, journal: j, logger: cfg.Logger.With("runner_group", cfg.RunnerGroup),
 		running: map[string]*run{}, changed: make(chan struct{}, 1),
-	}, nil
+	}
+	s.lag.Store(-1)
+	return s, nil
 }
 
 // HostArch is the machine name as uname -m prints it.
@@ -155,8 +168,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return err
 	}
 	defer s.stopAll()
+	stopBeat := s.startHeartbeat(ctx)
+	defer stopBeat()
 	paused := false
-	lastLag := time.Time{}
+	var lastLag time.Time
 	for ctx.Err() == nil {
 		s.startWaiting(ctx)
 		full := s.load() >= s.cfg.BuildLimit
@@ -176,6 +191,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			lastLag = time.Now()
 			if lag, err := lc.Lag(ctx); err == nil {
 				metrics.QueueLag.WithLabelValues(s.cfg.RunnerGroup).Set(float64(lag))
+				s.lag.Store(lag)
 			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.PollTimeout)
