@@ -13,6 +13,7 @@ import (
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/scheduler"
 )
 
 func init() {
@@ -27,6 +28,7 @@ type runnerFlags struct {
 	collectorURL, collectorTokenFile     string
 	backend, cacheDir                    string
 	buildTimeout                         time.Duration
+	logIdleLimit, fenceAfter             time.Duration
 }
 
 func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
@@ -42,6 +44,8 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
 	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
+	fs.DurationVar(&f.logIdleLimit, "log-idle-limit", job.DefaultLogIdleLimit, "end a build whose logs stay idle this long")
+	fs.DurationVar(&f.fenceAfter, "fence-after", scheduler.DefaultFenceAfter, "stop builds when the runner's heartbeat has not reached the broker this long")
 }
 
 // resolve fills defaults from the broker config.
@@ -127,7 +131,8 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	}
 	err = job.Run(ctx, job.Config{
 		RunnerRoot: rf.runnerRoot, Sources: rf.sources, ThisHost: rf.thisHost, RunnerGroup: rf.group,
-		Publisher: client, Uploader: up, Backend: rf.backend, CacheDir: rf.cacheDir, BuildTimeout: rf.buildTimeout, Logger: logger,
+		Publisher: client, Uploader: up, Backend: rf.backend, CacheDir: rf.cacheDir, BuildTimeout: rf.buildTimeout,
+		LogIdleLimit: rf.logIdleLimit, Lease: job.LeaseFile(rf.runnerRoot), FenceAfter: rf.fenceAfter, Logger: logger,
 	}, e)
 	if err != nil {
 		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))
