@@ -100,7 +100,9 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		return err
 	}
 	defer client.Close()
-	if err := client.EnsureTopics(ctx, 1, time.Hour, rf.group, message.TopicHeartbeat); err != nil {
+	// A request stays uncommitted until it is answered: its topic must
+	// keep it for longer than a build may take.
+	if err := client.EnsureTopics(ctx, 1, 24*time.Hour, rf.group, message.TopicHeartbeat); err != nil {
 		logger.Warn("cannot ensure the runner group and heartbeat topics exist", "topic", rf.group, "err", err)
 	}
 	consumer, err := broker.NewConsumer(opts, broker.ConsumerConfig{Group: rf.group, Topics: []string{rf.group}, Start: broker.Earliest,
