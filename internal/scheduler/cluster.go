@@ -134,7 +134,7 @@ func (s *Scheduler) checkIdle() {
 	s.mu.Unlock()
 	for _, r := range runs {
 		idle := time.Since(s.lastOutput(r))
-		if idle <= s.cfg.LogIdleLimit+idleGrace {
+		if idle <= s.cfg.LogIdleLimit+idleGrace(s.cfg.LogIdleLimit) {
 			continue
 		}
 		s.logger.Warn("ending a build whose logs stayed idle", "request_id", r.entry.Request.RequestID, "target", r.t.ID(), "pid", r.pid,

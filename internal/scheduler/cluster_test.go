@@ -42,6 +42,8 @@ const (
 	envBuilds  = "CB_SCHEDULER_TEST_BUILDS" // append-only record of job starts and ends
 	envSleep   = "CB_SCHEDULER_TEST_SLEEP"
 	envLimit   = "CB_SCHEDULER_TEST_LIMIT"
+	envIdle    = "CB_SCHEDULER_TEST_IDLE"   // log idle limit of the runner
+	envSilent  = "CB_SCHEDULER_TEST_SILENT" // the job writes nothing while it "builds"
 )
 
 // Timing of the test cluster: fast, and in the order CheckTimeouts wants.
@@ -91,12 +93,13 @@ func runTestRunner() int {
 	ledger := NewLedger(reader, since, os.Getenv(envHost), logger)
 	go func() { _ = ledger.Run(ctx) }()
 	limit, _ := strconv.Atoi(os.Getenv(envLimit))
+	idle, _ := time.ParseDuration(os.Getenv(envIdle))
 	s, err := New(Config{
 		RunnerGroup: "suse", RunnerRoot: os.Getenv(envRoot), Sources: os.Getenv(envSources), ThisHost: os.Getenv(envHost),
 		HostArch: "x86_64", BuildLimit: limit, PollTimeout: 200 * time.Millisecond,
 		JobCommand: []string{os.Args[0]}, JobEnv: []string{envRole + "=job"},
 		Consumer: cons, Publisher: client, Ledger: ledger, Logger: logger,
-		HeartbeatInterval: testHeartbeat, FenceAfter: testFence, StuckTimeout: testStuck, StopGrace: time.Second,
+		HeartbeatInterval: testHeartbeat, FenceAfter: testFence, StuckTimeout: testStuck, StopGrace: time.Second, LogIdleLimit: idle,
 	})
 	if err != nil {
 		logger.Error("scheduler", "err", err)
@@ -145,8 +148,11 @@ func runTestJob() int {
 	}
 	note("start")
 	d, _ := time.ParseDuration(os.Getenv(envSleep))
+	silent := os.Getenv(envSilent) != ""
 	for end := time.Now().Add(d); time.Now().Before(end); {
-		fmt.Println("compiling")
+		if !silent {
+			fmt.Println("compiling")
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	note("end")
@@ -295,7 +301,7 @@ type testRunner struct {
 	done chan struct{}
 }
 
-func (c *testCluster) startRunner(host string, sleep time.Duration, limit int) *testRunner {
+func (c *testCluster) startRunner(host string, sleep time.Duration, limit int, env ...string) *testRunner {
 	c.t.Helper()
 	r := &testRunner{c: c, host: host, root: filepath.Join(c.dir, host), done: make(chan struct{})}
 	var err error
@@ -305,6 +311,7 @@ func (c *testCluster) startRunner(host string, sleep time.Duration, limit int) *
 	r.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	r.cmd.Env = append(os.Environ(), envRole+"=runner", envBroker+"="+c.addr, envRoot+"="+r.root, envSources+"="+c.sources,
 		envHost+"="+host, envBuilds+"="+c.builds, envSleep+"="+sleep.String(), envLimit+"="+strconv.Itoa(limit))
+	r.cmd.Env = append(r.cmd.Env, env...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := r.cmd.Start(); err != nil {
@@ -601,4 +608,24 @@ func TestRunnerWithoutPartitionSaysSo(t *testing.T) {
 	waitUntil(t, 40*time.Second, "a capacity warning", func() bool {
 		return strings.Contains(logs(), "runner group topic suse has 1 partitions for 2 runners")
 	})
+}
+
+func TestSilentBuildIsEndedFromOutside(t *testing.T) {
+	c := newTestCluster(t, 1, 2)
+	// The job "builds" for an hour without writing a line.
+	c.startRunner("runner-a", time.Hour, 10, envIdle+"=2s", envSilent+"=1")
+	id := c.request(0)
+	start := time.Now()
+	f := c.exactlyOneFinal([]string{id}, 30*time.Second)
+	if f[id] != "runner-a" {
+		t.Fatalf("answered by %q", f[id])
+	}
+	final := c.finals(id)[0]
+	if final.ResponseCode != message.PackageBuildFailed || !strings.Contains(final.Message, "log idle limit 2s") {
+		t.Fatalf("final %q: %q; want a failure naming the log idle limit", final.ResponseCode, final.Message)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("ended after %s", d)
+	}
+	c.committedAll()
 }

@@ -64,8 +64,8 @@ const (
 
 // idleGrace is how much longer than the log idle limit the scheduler
 // waits before it ends a silent job itself: a job that ends itself at the
-// limit gives the better message.
-const idleGrace = time.Minute
+// limit gives the better message. A minute, less for short limits.
+func idleGrace(limit time.Duration) time.Duration { return min(time.Minute, limit/2) }
 
 // Config wires a scheduler.
 type Config struct {
@@ -271,7 +271,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			lastWatch = time.Now()
 			s.checkWatched(ctx)
 		}
-		if time.Since(lastIdle) >= 10*time.Second {
+		if time.Since(lastIdle) >= min(10*time.Second, max(s.cfg.LogIdleLimit/4, 100*time.Millisecond)) {
 			lastIdle = time.Now()
 			s.checkIdle()
 		}
