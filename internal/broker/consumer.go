@@ -652,6 +652,10 @@ func listed(what string, offs kadm.ListedOffsets, err error) (map[string]map[int
 	return out, nil
 }
 
+// ErrNotOwner is returned by Confirm when this member does not own the
+// partition (any more); other Confirm errors are transient.
+var ErrNotOwner = errors.New("partition not owned by this member")
+
 // Confirm asks the group coordinator whether this member still owns the
 // partition of rec in the group's current generation. It commits the
 // partition's acknowledged prefix again, which never moves the committed
@@ -680,7 +684,7 @@ func (c *Consumer) Confirm(ctx context.Context, rec Record) error {
 	}
 	c.mu.Unlock()
 	if st == nil || at.Offset > rec.Offset {
-		return fmt.Errorf("confirm %s[%d]: partition not owned, or the record was not delivered under the current assignment", rec.Topic, rec.Partition)
+		return fmt.Errorf("confirm %s[%d]: %w, or the record was not delivered under the current assignment", rec.Topic, rec.Partition, ErrNotOwner)
 	}
 	var cerr error
 	c.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{rec.Topic: {rec.Partition: at}},
@@ -692,6 +696,10 @@ func (c *Consumer) Confirm(ctx context.Context, rec Record) error {
 			for _, t := range resp.Topics {
 				for _, p := range t.Partitions {
 					if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+						if errors.Is(err, kerr.IllegalGeneration) || errors.Is(err, kerr.UnknownMemberID) ||
+							errors.Is(err, kerr.FencedInstanceID) || errors.Is(err, kerr.RebalanceInProgress) {
+							err = fmt.Errorf("%w: %w", ErrNotOwner, err)
+						}
 						cerr = errors.Join(cerr, err)
 					}
 				}
@@ -702,7 +710,7 @@ func (c *Consumer) Confirm(ctx context.Context, rec Record) error {
 	}
 	c.mu.Lock()
 	if c.parts[tp] != st {
-		cerr = fmt.Errorf("confirm %s[%d]: partition revoked meanwhile", rec.Topic, rec.Partition)
+		cerr = fmt.Errorf("confirm %s[%d]: %w: revoked meanwhile", rec.Topic, rec.Partition, ErrNotOwner)
 	}
 	c.mu.Unlock()
 	return cerr

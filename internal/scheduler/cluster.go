@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -96,9 +97,12 @@ func (s *Scheduler) checkWatched(ctx context.Context) {
 			continue
 		}
 		if owner != nil {
-			if err := owner.Confirm(ctx, w.rec); err != nil {
+			if err := owner.Confirm(ctx, w.rec); errors.Is(err, broker.ErrNotOwner) {
 				logger.Info("not taking the request over: this runner no longer owns its partition", "err", err)
 				drop()
+				continue
+			} else if err != nil {
+				logger.Warn("cannot confirm the partition is still ours; trying again", "err", err)
 				continue
 			}
 		}
