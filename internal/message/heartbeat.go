@@ -48,8 +48,9 @@ type Heartbeat struct {
 
 // Build states in a heartbeat.
 const (
-	HeartbeatWaiting = "waiting" // journaled, waiting for a free build slot
-	HeartbeatRunning = "running" // a job process works on it
+	HeartbeatWaiting  = "waiting"  // journaled, waiting for a free build slot
+	HeartbeatRunning  = "running"  // a job process works on it
+	HeartbeatFinished = "finished" // built; the final response is not out yet
 )
 
 // HeartbeatBuild is one request a runner works on.

@@ -27,6 +27,12 @@ func (s *Scheduler) checkFence(ctx context.Context) {
 	since := time.Since(s.lastBeat)
 	waiting := s.waiting
 	s.waiting = nil
+	for id, r := range s.unsent {
+		// Built, but the answer could not be sent: another runner
+		// will build it, and only its answer may go out.
+		waiting = append(waiting, r.entry)
+		delete(s.unsent, id)
+	}
 	s.mu.Unlock()
 	s.logger.Warn("heartbeats have not reached the broker; giving up this runner's requests, the other runners of the group build them",
 		"since", since.Round(time.Second), "fence_after", s.cfg.FenceAfter, "waiting_released", len(waiting))

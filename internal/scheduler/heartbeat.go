@@ -81,6 +81,12 @@ func (s *Scheduler) Heartbeat(identity string, stopping bool) *message.Heartbeat
 			State: message.HeartbeatWaiting,
 		})
 	}
+	for _, r := range s.unsent {
+		builds = append(builds, message.HeartbeatBuild{
+			RequestID: r.entry.Request.RequestID, Project: r.entry.Request.Project, Target: r.entry.Request.Profile(),
+			State: message.HeartbeatFinished,
+		})
+	}
 	waiting := len(s.waiting)
 	s.mu.Unlock()
 	slices.Sort(running)

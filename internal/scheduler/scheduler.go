@@ -127,6 +127,7 @@ type Scheduler struct {
 	held     map[string]broker.Record // delivered, journaled here, not yet committed; by request id
 	watched  map[string]*watch        // delivered, built by another runner; by request id
 	backlog  []broker.Record          // delivered, not handled yet (handle failed)
+	unsent   map[string]*run          // finished, final response not out yet; by request id
 	stopping bool
 	lastBeat time.Time // last heartbeat that reached the broker
 	fenced   bool      // lastBeat older than FenceAfter: requests released
@@ -208,7 +209,7 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	s := &Scheduler{
 		cfg: cfg, journal: j, logger: cfg.Logger.With("runner_group", cfg.RunnerGroup),
-		running: map[string]*run{}, held: map[string]broker.Record{}, watched: map[string]*watch{},
+		running: map[string]*run{}, held: map[string]broker.Record{}, watched: map[string]*watch{}, unsent: map[string]*run{},
 		changed: make(chan struct{}, 1), beatNow: make(chan struct{}, 1),
 	}
 	s.lag.Store(-1)
@@ -270,6 +271,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if time.Since(lastWatch) >= time.Second {
 			lastWatch = time.Now()
 			s.checkWatched(ctx)
+			s.resendUnsent(ctx)
 		}
 		if time.Since(lastIdle) >= min(10*time.Second, max(s.cfg.LogIdleLimit/4, 100*time.Millisecond)) {
 			lastIdle = time.Now()
@@ -635,7 +637,10 @@ func (s *Scheduler) abandon(ctx context.Context, e *journal.Entry, why string) {
 		return
 	}
 	if err := job.Publish(ctx, s.cfg.Publisher, e, data, s.logger); err != nil {
-		s.logger.Warn("final response not sent; recovery will send it", "request_id", e.Request.RequestID, "err", err)
+		s.logger.Warn("final response not sent; trying again", "request_id", e.Request.RequestID, "err", err)
+		if t, terr := target.ForRequest(s.cfg.RunnerRoot, &e.Request); terr == nil {
+			s.retryLater(e, t)
+		}
 		return
 	}
 	metrics.BuildsFinished.WithLabelValues(s.cfg.RunnerGroup, "failed").Inc()
@@ -834,7 +839,8 @@ func (s *Scheduler) observe(e *journal.Entry) {
 func (s *Scheduler) resend(ctx context.Context, e *journal.Entry, t target.Target) {
 	if l := s.cfg.Ledger; l != nil {
 		if err := s.syncLedger(ctx, false); err != nil {
-			s.logger.Warn("cannot check whether the final response is out; will retry at next start", "request_id", e.Request.RequestID, "err", err)
+			s.logger.Warn("cannot check whether the final response is out; trying again", "request_id", e.Request.RequestID, "err", err)
+			s.retryLater(e, t)
 			return
 		}
 		if l.Final(e.Request.RequestID) {
@@ -869,10 +875,39 @@ func (s *Scheduler) resend(ctx context.Context, e *journal.Entry, t target.Targe
 		return
 	}
 	if err := job.Publish(ctx, s.cfg.Publisher, e, data, s.logger); err != nil {
-		s.logger.Warn("final response not sent; will retry at next start", "request_id", e.Request.RequestID, "err", err)
+		s.logger.Warn("final response not sent; trying again", "request_id", e.Request.RequestID, "err", err)
+		s.retryLater(e, t)
 		return
 	}
 	s.settle(ctx, e)
+}
+
+// retryLater queues a finished entry whose final response could not be
+// sent; the heartbeat keeps naming it, so that nobody builds it again.
+func (s *Scheduler) retryLater(e *journal.Entry, t target.Target) {
+	s.mu.Lock()
+	s.unsent[e.Request.RequestID] = &run{entry: e, t: t}
+	s.mu.Unlock()
+}
+
+// resendUnsent tries the queued final responses again.
+func (s *Scheduler) resendUnsent(ctx context.Context) {
+	s.mu.Lock()
+	if len(s.unsent) == 0 || s.fenced {
+		s.mu.Unlock()
+		return
+	}
+	runs := make([]*run, 0, len(s.unsent))
+	for id, r := range s.unsent {
+		runs = append(runs, r)
+		delete(s.unsent, id)
+	}
+	s.mu.Unlock()
+	for _, r := range runs {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		s.resend(rctx, r.entry, r.t)
+		cancel()
+	}
 }
 
 func (s *Scheduler) notify() {
