@@ -141,8 +141,10 @@ func TestFaultSuite(t *testing.T) {
 	orphans := fs.unansweredOf("runner3")
 	start = time.Now()
 	fs.killRunnerForGood(3)
+	fs.waitAcceptedElsewhere(orphans, "runner3", 5*time.Minute)
+	recovery[fmt.Sprintf("runner 3 killed for good: its %d unanswered requests accepted by a survivor", len(orphans))] = time.Since(start)
 	fs.waitFinals(orphans, 10*time.Minute)
-	recovery[fmt.Sprintf("runner 3 killed for good: its %d unanswered requests answered elsewhere", len(orphans))] = time.Since(start)
+	recovery[fmt.Sprintf("runner 3 killed for good: its %d unanswered requests answered by a survivor", len(orphans))] = time.Since(start)
 
 	// 5. More kills, then a broker crash (kill -9).
 	for k := 0; k < cfg.kills; k++ {
@@ -187,8 +189,8 @@ func TestFaultSuite(t *testing.T) {
 	}
 	sort.Strings(names)
 	var b strings.Builder
-	fmt.Fprintf(&b, "fault suite: %d requests, %d final responses on the topic, %d succeeded, %d failed\n",
-		len(ids), sum(finals), len(succeeded), len(ids)-len(succeeded))
+	fmt.Fprintf(&b, "fault suite: %d requests, %d final responses on the topic, %d succeeded, %d failed, %d accepted by more than one runner\n",
+		len(ids), sum(finals), len(succeeded), len(ids)-len(succeeded), fs.movedRequests(ids))
 	for _, n := range names {
 		fmt.Fprintf(&b, "  recovery: %-70s %s\n", n, recovery[n].Round(100*time.Millisecond))
 	}
@@ -514,6 +516,54 @@ func (fs *faultSystem) unansweredOf(host string) []string {
 		}
 	}
 	return out
+}
+
+// acceptedBy returns, per request, the runners that accepted it.
+func (fs *faultSystem) acceptedBy() map[string]map[string]bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	out := map[string]map[string]bool{}
+	for _, r := range fs.records {
+		if r.ResponseCode == message.PackageRequestAccepted {
+			if out[r.RequestID] == nil {
+				out[r.RequestID] = map[string]bool{}
+			}
+			out[r.RequestID][message.IdentityHost(r.Identity)] = true
+		}
+	}
+	return out
+}
+
+// waitAcceptedElsewhere waits until a runner other than host accepted
+// each of ids.
+func (fs *faultSystem) waitAcceptedElsewhere(ids []string, host string, timeout time.Duration) {
+	fs.t.Helper()
+	waitFor(fs.t, timeout, fmt.Sprintf("%d requests of %s accepted elsewhere", len(ids), host), func() bool {
+		by := fs.acceptedBy()
+		for _, id := range ids {
+			n := len(by[id])
+			if by[id][host] {
+				n--
+			}
+			if n == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// movedRequests counts requests accepted by more than one runner: built
+// again after their runner died, was cut off or its job was killed.
+func (fs *faultSystem) movedRequests(ids []string) int {
+	by := fs.acceptedBy()
+	n := 0
+	for _, id := range ids {
+		if len(by[id]) > 1 {
+			n++
+		}
+	}
+	return n
 }
 
 func (fs *faultSystem) waitFinals(ids []string, timeout time.Duration) {
