@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,6 +27,7 @@ import (
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/metrics"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -44,6 +48,7 @@ const (
 	envLimit   = "CB_SCHEDULER_TEST_LIMIT"
 	envIdle    = "CB_SCHEDULER_TEST_IDLE"   // log idle limit of the runner
 	envSilent  = "CB_SCHEDULER_TEST_SILENT" // the job writes nothing while it "builds"
+	envHealth  = "CB_SCHEDULER_TEST_HEALTH" // serve /healthz here
 )
 
 // Timing of the test cluster: fast, and in the order CheckTimeouts wants.
@@ -104,6 +109,11 @@ func runTestRunner() int {
 	if err != nil {
 		logger.Error("scheduler", "err", err)
 		return 1
+	}
+	if addr := os.Getenv(envHealth); addr != "" {
+		go func() {
+			_ = metrics.Serve(ctx, addr, metrics.Mux(s.Healthy), logger, nil)
+		}()
 	}
 	go func() {
 		sig := make(chan os.Signal, 1)
@@ -598,16 +608,48 @@ func TestSchedulerRestartResumesWithoutSecondFinal(t *testing.T) {
 
 func TestRunnerWithoutPartitionSaysSo(t *testing.T) {
 	c := newTestCluster(t, 1, 1)
-	c.startRunner("runner-a", time.Second, 10)
-	c.startRunner("runner-b", time.Second, 10)
+	addrs := []string{freeAddr(t), freeAddr(t)}
+	c.startRunner("runner-a", time.Second, 10, envHealth+"="+addrs[0])
+	c.startRunner("runner-b", time.Second, 10, envHealth+"="+addrs[1])
+	const want = "runner group topic suse has 1 partitions for 2 runners"
 	logs := func() string {
 		a, _ := os.ReadFile(filepath.Join(c.dir, "runner-a.log"))
 		b, _ := os.ReadFile(filepath.Join(c.dir, "runner-b.log"))
 		return string(a) + string(b)
 	}
-	waitUntil(t, 40*time.Second, "a capacity warning", func() bool {
-		return strings.Contains(logs(), "runner group topic suse has 1 partitions for 2 runners")
+	waitUntil(t, 40*time.Second, "a capacity warning", func() bool { return strings.Contains(logs(), want) })
+	// One runner owns the partition and is healthy; the other says why not.
+	var bodies []string
+	waitUntil(t, 20*time.Second, "one healthy and one idle runner", func() bool {
+		bodies = bodies[:0]
+		ok, idle := 0, 0
+		for _, a := range addrs {
+			resp, err := http.Get("http://" + a + "/healthz")
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			bodies = append(bodies, fmt.Sprintf("%d %s", resp.StatusCode, b))
+			switch {
+			case resp.StatusCode == http.StatusOK:
+				ok++
+			case resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), want):
+				idle++
+			}
+		}
+		return ok == 1 && idle == 1
 	})
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 func TestSilentBuildIsEndedFromOutside(t *testing.T) {
