@@ -14,6 +14,7 @@ import (
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/scheduler"
+	"github.com/cloud-builder/cb/internal/target"
 )
 
 func init() {
@@ -132,7 +133,7 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	err = job.Run(ctx, job.Config{
 		RunnerRoot: rf.runnerRoot, Sources: rf.sources, ThisHost: rf.thisHost, RunnerGroup: rf.group,
 		Publisher: client, Uploader: up, Backend: rf.backend, CacheDir: rf.cacheDir, BuildTimeout: rf.buildTimeout,
-		LogIdleLimit: rf.logIdleLimit, Lease: job.LeaseFile(rf.runnerRoot), FenceAfter: rf.fenceAfter, Logger: logger,
+		LogIdleLimit: rf.logIdleLimit, Lease: target.LeaseFile(rf.runnerRoot), FenceAfter: rf.fenceAfter, Logger: logger,
 	}, e)
 	if err != nil {
 		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))

@@ -78,11 +78,6 @@ type Config struct {
 // logidlelimit default is of the same order).
 const DefaultLogIdleLimit = 2 * time.Hour
 
-// LeaseFile is the heartbeat lease of the runner with root runnerRoot.
-func LeaseFile(runnerRoot string) string {
-	return filepath.Join(runnerRoot, "heartbeat.lease")
-}
-
 // ErrFenced is the cause of a job stopped because its runner lost contact
 // with the broker for longer than the fence time.
 var ErrFenced = errors.New("runner lost contact with the broker for longer than the fence time")

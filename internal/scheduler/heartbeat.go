@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/target"
 )
 
 // startHeartbeat publishes a heartbeat now, every HeartbeatInterval and
@@ -123,7 +123,7 @@ func (s *Scheduler) beat(ctx context.Context, identity string, stopping bool) er
 // that the jobs watch, and for checkFence.
 func (s *Scheduler) renew() error {
 	now := time.Now()
-	if err := os.WriteFile(job.LeaseFile(s.cfg.RunnerRoot), []byte(now.UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(target.LeaseFile(s.cfg.RunnerRoot), []byte(now.UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("renew lease: %w", err)
 	}
 	s.mu.Lock()
