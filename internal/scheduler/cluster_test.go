@@ -55,8 +55,8 @@ const (
 const (
 	testSession   = time.Second
 	testHeartbeat = 250 * time.Millisecond
-	testFence     = time.Second
-	testStuck     = 2 * time.Second
+	testFence     = 2 * time.Second
+	testStuck     = 3 * time.Second
 )
 
 func TestMain(m *testing.M) {
