@@ -17,6 +17,9 @@ test-short:
 
 vet:
 	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
+	GOOS=darwin $(GO) build -o /dev/null ./cmd/cb
+	GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/cb
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 
 clean:

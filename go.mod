@@ -3,6 +3,7 @@ module github.com/cloud-builder/cb
 go 1.26.8
 
 require (
+	github.com/google/renameio/v2 v2.0.2
 	github.com/google/uuid v1.6.0
 	github.com/klauspost/compress v1.20.3
 	github.com/prometheus/client_golang v1.25.0

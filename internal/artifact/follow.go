@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -56,7 +57,7 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request, root *os.Root
 			if f, _, err = openRegular(root, rel); !errors.Is(err, fs.ErrNotExist) {
 				break
 			}
-			if done || !sleep(ctx, h.cfg.PollInterval) {
+			if done || !proc.Sleep(ctx, h.cfg.PollInterval) {
 				return
 			}
 		}
@@ -100,7 +101,7 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request, root *os.Root
 		if done {
 			return
 		}
-		if !sleep(ctx, h.cfg.PollInterval) {
+		if !proc.Sleep(ctx, h.cfg.PollInterval) {
 			return
 		}
 		// A new build truncates or replaces the log: start over.
@@ -151,15 +152,4 @@ func reopened(root *os.Root, rel string, f *os.File, offset int64) (*os.File, bo
 func exists(root *os.Root, rel string) bool {
 	_, err := root.Stat(rel)
 	return err == nil
-}
-
-func sleep(ctx interface{ Done() <-chan struct{} }, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -34,23 +34,22 @@ func TargetURL(base string, t target.Target) string {
 // name. Project and profile are validated as wire fields are; project
 // paths cannot contain '@', so the first '@' ends the project.
 func ParsePath(p string) (target.Target, string, error) {
-	project, rest, ok := strings.Cut(p, "@")
-	if !ok {
+	at := strings.IndexByte(p, '@')
+	if at < 0 {
 		return target.Target{}, "", errors.New("want <project>@<profile>/<artifact>")
 	}
-	profile, name, ok := strings.Cut(rest, "/")
-	if !ok || name == "" {
+	slash := strings.IndexByte(p[at:], '/')
+	if slash < 0 || at+slash == len(p)-1 {
 		return target.Target{}, "", errors.New("want <project>@<profile>/<artifact>")
 	}
-	i := strings.LastIndexByte(profile, '.')
-	if i <= 0 || i == len(profile)-1 {
-		return target.Target{}, "", fmt.Errorf("profile %q: want DIST.ARCH or SELECTION.ARCH", profile)
-	}
-	t, err := target.New("", project, profile[:i], profile[i+1:])
+	t, err := target.Parse("", p[:at+slash])
 	if err != nil {
 		return target.Target{}, "", err
 	}
-	return t, name, nil
+	if t.IsLocal() {
+		return target.Target{}, "", fmt.Errorf("project %q: %w", t.Project, message.ErrInvalidProject)
+	}
+	return t, p[at+slash+1:], nil
 }
 
 // validateRelPath checks a path below a target's binaries directory: every

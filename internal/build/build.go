@@ -21,10 +21,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 )
@@ -159,7 +159,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	code, runErr := 0, error(nil)
 	for _, s := range steps {
-		log.Printf("=== %s$ %s\n", s.Dir, quoteArgv(s.Argv))
+		log.Printf("=== %s$ %s\n", s.Dir, proc.Quote(s.Argv))
 		spec := sandbox.Spec{
 			Lower: o.Layout.Lower, Upper: o.Layout.Upper, Work: o.Layout.Work,
 			Root: o.Layout.Merged, Dir: s.Dir, Argv: s.Argv, Env: buildEnv,
@@ -220,17 +220,4 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		time.Now().UTC().Format(time.RFC3339), code, res.Duration.Round(time.Millisecond), len(res.Binaries))
 	logger.Info("build finished", "exit_code", code, "duration", res.Duration, "binaries", len(res.Binaries), "err", runErr)
 	return res, runErr
-}
-
-// quoteArgv renders an argv for the log, quoting arguments with blanks.
-func quoteArgv(argv []string) string {
-	q := make([]string, len(argv))
-	for i, a := range argv {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$") {
-			q[i] = fmt.Sprintf("%q", a)
-		} else {
-			q[i] = a
-		}
-	}
-	return strings.Join(q, " ")
 }

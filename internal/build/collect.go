@@ -4,16 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/atomicfile"
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // Repository types of Result.RepoType.
@@ -75,10 +76,7 @@ func queryArch(ctx context.Context, repo, file string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	out, err := cmd.Output()
+	out, err := proc.Command(ctx, 0, argv...).Output()
 	if err != nil {
 		return "", fmt.Errorf("query arch of %s: %w", filepath.Base(file), err)
 	}
@@ -219,20 +217,7 @@ func move(src, dst string) error {
 	if !errors.Is(err, syscall.EXDEV) {
 		return err
 	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
+	if err := atomicfile.Copy(src, dst, 0o644); err != nil {
 		return err
 	}
 	return os.Remove(src)

@@ -6,11 +6,10 @@ import (
 	"io"
 	"os/exec"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
+
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // Backend creates a buildroot for a profile. Implementations live in the
@@ -111,14 +110,7 @@ func Exec(ctx context.Context, log io.Writer, o ExecOptions, argv ...string) err
 	if len(argv) == 0 {
 		return fmt.Errorf("exec: empty command")
 	}
-	shown := make([]string, len(argv))
-	for i, a := range argv {
-		shown[i] = a
-		if strings.ContainsAny(a, " \t\"'$|") {
-			shown[i] = strconv.Quote(a)
-		}
-	}
-	fmt.Fprintf(log, "$ %s\n", strings.Join(shown, " "))
+	fmt.Fprintf(log, "$ %s\n", proc.Quote(argv))
 	return run(ctx, command(ctx, o, log, log, argv), argv[0])
 }
 
@@ -139,14 +131,10 @@ func command(ctx context.Context, o ExecOptions, stdout, stderr io.Writer, argv 
 		"HOME=/root",
 	}, o.Env...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if o.PrivateMounts {
-		// With CLONE_NEWNS the Go runtime also remounts / recursively
-		// private in the child, so nothing propagates back to the host.
-		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS
+		cmd.SysProcAttr = privateMounts()
 	}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
+	proc.Group(cmd, 0)
 	return cmd
 }
 

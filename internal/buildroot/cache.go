@@ -16,6 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/atomicfile"
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // Cache layout below Options.CacheDir:
@@ -62,11 +65,9 @@ func (c cache) lockKey(ctx context.Context, key string, wait bool) (unlock func(
 			f.Close()
 			return nil, false, nil
 		}
-		select {
-		case <-ctx.Done():
+		if !proc.Sleep(ctx, 250*time.Millisecond) {
 			f.Close()
 			return nil, false, fmt.Errorf("wait for buildroot cache lock: %w", context.Cause(ctx))
-		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
@@ -127,7 +128,7 @@ func (c cache) build(ctx context.Context, key string, create func(dir string) er
 	if err := os.Rename(tmp, filepath.Join(kd, gen)); err != nil {
 		return "", errors.Join(fmt.Errorf("store buildroot: %w", err), removeAll(tmp))
 	}
-	if err := writeFileAtomic(filepath.Join(kd, "current"), []byte(gen+"\n")); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(kd, "current"), []byte(gen+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("store buildroot: %w", err)
 	}
 	return gen, nil
@@ -160,7 +161,7 @@ func (c cache) addRef(key, layoutPath string) error {
 		return err
 	}
 	sum := sha256.Sum256([]byte(layoutPath))
-	return writeFileAtomic(filepath.Join(dir, hex.EncodeToString(sum[:12])), []byte(layoutPath))
+	return atomicfile.WriteFile(filepath.Join(dir, hex.EncodeToString(sum[:12])), []byte(layoutPath), 0o644)
 }
 
 // referenced returns the generations of key that a layout.json points at,
@@ -258,16 +259,4 @@ func randomID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp-" + randomID()
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cloud-builder/cb/internal/atomicfile"
 )
 
 // ErrUnsafeTree means a tree from the (untrusted) source repository holds
@@ -70,7 +72,7 @@ func CopyTree(src, dst string, skip ...string) error {
 			}
 			return nil
 		case mode.IsRegular():
-			return copyFile(p, target, mode.Perm())
+			return atomicfile.Copy(p, target, mode.Perm())
 		default:
 			return fmt.Errorf("copy %s: %w: %s is a %s", rel, ErrUnsafeTree, rel, fileType(mode))
 		}
@@ -99,30 +101,6 @@ func linkInside(root, p, link string) bool {
 	resolved := filepath.Join(filepath.Dir(p), link)
 	rel, err := filepath.Rel(root, resolved)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
-}
-
-func copyFile(src, dst string, perm fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	defer in.Close()
-	_ = os.Remove(dst)
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	// io.Copy between files uses copy_file_range, which reflinks where the
-	// file system can.
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	// The umask may have cut bits; set exactly the source's permission bits.
-	return os.Chmod(dst, perm)
 }
 
 // readInside reads root/rel refusing any symlink on the way, so a file

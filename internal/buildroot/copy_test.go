@@ -1,7 +1,9 @@
 package buildroot
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -100,4 +102,25 @@ func mustWrite(t *testing.T, path, data string, mode os.FileMode) {
 	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	must(t, os.WriteFile(path, []byte(data), 0o644))
 	must(t, os.Chmod(path, mode))
+}
+
+// BenchmarkCopyTree copies a source tree of 200 small files, as a package
+// checkout is copied into its buildroot.
+func BenchmarkCopyTree(b *testing.B) {
+	src := b.TempDir()
+	for i := 0; i < 200; i++ {
+		p := filepath.Join(src, fmt.Sprintf("d%d", i%10), fmt.Sprintf("f%d.c", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(p, bytes.Repeat([]byte("x"), 4096), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := CopyTree(src, filepath.Join(b.TempDir(), "out")); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

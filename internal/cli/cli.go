@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -42,7 +43,22 @@ type Command struct {
 	Name    string // "ctl" for cb ctl / cb-ctl
 	Summary string
 	Hidden  bool // internal commands not listed in help
-	Run     func(ctx context.Context, env *Env, args []string) int
+	// Client commands run on every system; the others (services, builds)
+	// need Linux and refuse to start elsewhere.
+	Client bool
+	Run    func(ctx context.Context, env *Env, args []string) int
+}
+
+// goos is runtime.GOOS; tests pretend to be elsewhere.
+var goos = runtime.GOOS
+
+// linuxOnly refuses a server command outside Linux with ExitUsage.
+func linuxOnly(env *Env, name string) (int, bool) {
+	if goos == "linux" {
+		return 0, false
+	}
+	fmt.Fprintf(env.Stderr, "cb-%s: runs on Linux only (this is %s); cb-ctl's remote commands work here\n", name, goos)
+	return ExitUsage, true
 }
 
 var commands = map[string]*Command{}
@@ -111,6 +127,11 @@ func Run(ctx context.Context, env *Env, args []string) int {
 		}
 		fmt.Fprintf(env.Stderr, "cb: unknown command %q (see cb --help)\n", name)
 		return ExitUsage
+	}
+	if !c.Client {
+		if code, refused := linuxOnly(env, name); refused {
+			return code
+		}
 	}
 	return c.Run(ctx, env, rest)
 }

@@ -9,12 +9,12 @@ import (
 
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/ctl"
-	"github.com/cloud-builder/cb/internal/image"
+	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/message"
 )
 
 func init() {
-	register(&Command{Name: "ctl", Summary: "client: request builds, watch responses, fetch build info, logs and binaries", Run: runCtl})
+	register(&Command{Name: "ctl", Client: true, Summary: "client: request builds, watch responses, fetch build info, logs and binaries", Run: runCtl})
 }
 
 // ExitTimeout is cb-ctl --wait's exit status when the build did not finish
@@ -114,25 +114,20 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 
 	// Commands without a broker.
 	switch cmd {
+	case "build-package-local", "build-image-local", "build-dependencies-local":
+		if code, refused := linuxOnly(env, "ctl --"+cmd); refused {
+			return code
+		}
+	}
+	switch cmd {
 	case "build-package-local", "build-image-local":
-		o := LocalBuild{Dist: f.dist, Selection: f.selection, Arch: f.arch, Clean: f.clean}
+		o := job.Local{Dist: f.dist, Selection: f.selection, Arch: f.arch, Clean: f.clean}
 		if cmd == "build-package-local" {
 			return buildPackageLocal(ctx, env, common, o)
 		}
 		return buildImageLocal(ctx, env, common, o)
 	case "build-dependencies-local":
-		dir, err := os.Getwd()
-		if err != nil {
-			return fail(env, "ctl", err)
-		}
-		arch := f.arch
-		if arch == "" {
-			arch = image.HostArch()
-		}
-		if err := ctl.LocalDependencies(ctl.LocalDeps{Dir: dir, RunnerRoot: env.Paths().RunnerRoot, Dist: f.dist, Selection: f.selection, Arch: arch}, env.Stdout, env.Stderr); err != nil {
-			return fail(env, "ctl", err)
-		}
-		return ExitOK
+		return buildDepsLocal(env, common, job.Local{Dist: f.dist, Selection: f.selection, Arch: f.arch})
 	}
 
 	logger := common.Logger(env.Stderr, "cb-ctl")

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/cloud-builder/cb/internal/image"
-	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -72,47 +70,13 @@ func runImage(ctx context.Context, env *Env, args []string) int {
 		fs.Usage()
 		return ExitUsage
 	}
-	t, err := imageTarget(targetDir, runnerRoot)
-	if err != nil {
-		return fail(env, name, err)
-	}
-	if requestID != "" {
-		if err := message.ValidateName(requestID); err != nil {
-			return fail(env, name, fmt.Errorf("--request-id: %w", err))
-		}
-		logger = logger.With("request_id", requestID)
-	}
-	if bundleID == "" {
-		bundleID = image.TimeBundleID(time.Now())
-	}
-	if err := image.ValidateBuildArgs(kiwiArgs); err != nil {
-		return fail(env, name, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(t.BuildLog()), 0o755); err != nil {
-		return fail(env, name, err)
-	}
-	logf, err := os.OpenFile(t.BuildLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fail(env, name, fmt.Errorf("open build log: %w", err))
-	}
-	defer logf.Close()
-	o := image.Options{
-		Description: description,
-		Target:      t,
-		BundleID:    bundleID,
-		Profiles:    profiles,
-		BuildArgs:   kiwiArgs,
-		Log:         logf,
-		Progress:    env.Stdout,
-		CacheDir:    cacheDir,
-		Logger:      logger,
-	}
+	cfg := job.Config{RunnerRoot: runnerRoot, ImageCacheDir: cacheDir, Progress: env.Stdout, Logger: logger}
 	if local {
-		o.Log, o.Progress = io.MultiWriter(logf, env.Stdout), nil
+		cfg.Tee, cfg.Progress = env.Stdout, nil
 	}
-	res, err := image.Build(ctx, o)
+	t, res, err := job.Image(ctx, cfg, job.ImageBuild{Description: description, TargetDir: targetDir,
+		BundleID: bundleID, RequestID: requestID, Profiles: profiles, BuildArgs: kiwiArgs})
 	if err != nil {
-		fmt.Fprintf(logf, "\nimage build failed: %v\n", err)
 		return fail(env, name, err)
 	}
 	if err := printImageResult(env.Stdout, t, res); err != nil {
@@ -123,53 +87,6 @@ func runImage(ctx context.Context, env *Env, args []string) int {
 		return ExitFailure
 	}
 	return ExitOK
-}
-
-// imageTarget turns --target-dir into a target. Below the runner root it
-// is the runner's layout <root>/<project>@<SELECTION>.<ARCH> and the
-// binaries land below the project's repository path; elsewhere
-// <dir>/<name>@<SELECTION>.<ARCH> sorts them below <SELECTION>.
-func imageTarget(targetDir, runnerRoot string) (target.Target, error) {
-	abs, err := filepath.Abs(targetDir)
-	if err != nil {
-		return target.Target{}, err
-	}
-	if runnerRoot != "" {
-		if root, err := filepath.Abs(runnerRoot); err == nil {
-			if rel, err := filepath.Rel(root, abs); err == nil && strings.HasPrefix(rel, "projects/") {
-				project, profile, ok := strings.Cut(filepath.ToSlash(rel), "@")
-				if ok {
-					sel, arch, ok := cutLast(profile, ".")
-					if !ok {
-						return target.Target{}, fmt.Errorf("--target-dir %s: want <project>@<SELECTION>.<ARCH>", targetDir)
-					}
-					return target.New(root, project, sel, arch)
-				}
-			}
-		}
-	}
-	name, profile, ok := strings.Cut(filepath.Base(abs), "@")
-	if !ok {
-		return target.Target{}, fmt.Errorf("--target-dir %s: want <dir>/<name>@<SELECTION>.<ARCH>", targetDir)
-	}
-	sel, arch, ok := cutLast(profile, ".")
-	if !ok {
-		return target.Target{}, fmt.Errorf("--target-dir %s: want <name>@<SELECTION>.<ARCH>", targetDir)
-	}
-	for _, n := range []string{name, sel, arch} {
-		if err := message.ValidateName(n); err != nil {
-			return target.Target{}, fmt.Errorf("--target-dir: %w", err)
-		}
-	}
-	return image.LocalTarget(filepath.Dir(abs), name, sel, arch), nil
-}
-
-func cutLast(s, sep string) (before, after string, ok bool) {
-	i := strings.LastIndex(s, sep)
-	if i <= 0 || i == len(s)-1 {
-		return "", "", false
-	}
-	return s[:i], s[i+1:], true
 }
 
 // printImageResult prints the image block of the original response as

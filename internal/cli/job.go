@@ -15,6 +15,7 @@ import (
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/scheduler"
 	"github.com/cloud-builder/cb/internal/target"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 func init() {
@@ -63,6 +64,7 @@ func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
 	if f.brokerHosts != "" {
 		cfg.Broker.Host = f.brokerHosts
 	}
+	f.brokerHosts = cfg.Broker.Host
 	if f.collectorURL == "" {
 		f.collectorURL = cfg.Collector.URL
 	}
@@ -71,8 +73,35 @@ func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
 	}
 }
 
+// jobArgs is the argument list of a `cb job` process that runs with the
+// same runner flags; register parses it back (TestJobArgsRoundTrip). The
+// token itself never goes on the argv, where every user can read it.
+func (f *runnerFlags) jobArgs(brokerConfig string) []string {
+	args := []string{"--runner-root", f.runnerRoot, "--sources", f.sources,
+		"--this-host", f.thisHost, "--runner-group", f.group, "--broker", f.brokerHosts,
+		"--broker-config", brokerConfig, "--runner-config", f.runnerConfig, "--backend", f.backend, "--build-timeout", f.buildTimeout.String(),
+		"--log-idle-limit", f.logIdleLimit.String(), "--fence-after", f.fenceAfter.String()}
+	if f.cacheDir != "" {
+		args = append(args, "--cache-dir", f.cacheDir)
+	}
+	if f.collectorURL != "" {
+		args = append(args, "--collector-url", f.collectorURL)
+	}
+	if f.collectorTokenFile != "" {
+		args = append(args, "--collector-token-file", f.collectorTokenFile)
+	}
+	return args
+}
+
+// jobConfig is the part of a job's Config the runner flags give.
+func (f *runnerFlags) jobConfig(logger *slog.Logger) job.Config {
+	return job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, ThisHost: f.thisHost, RunnerGroup: f.group,
+		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout, LogIdleLimit: f.logIdleLimit,
+		Lease: target.LeaseFile(f.runnerRoot), FenceAfter: f.fenceAfter, Logger: logger}
+}
+
 // uploader returns the collector client, or nil when no collector is set.
-func (f *runnerFlags) uploader(env *Env, cfg *config.Broker, logger *slog.Logger) (job.Uploader, error) {
+func (f *runnerFlags) uploader(env *Env, cfg *config.Broker, logger *slog.Logger) (upload.Uploader, error) {
 	if f.collectorURL == "" {
 		return nil, nil
 	}
@@ -130,11 +159,9 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail(env, "job", err)
 	}
-	err = job.Run(ctx, job.Config{
-		RunnerRoot: rf.runnerRoot, Sources: rf.sources, ThisHost: rf.thisHost, RunnerGroup: rf.group,
-		Publisher: client, Uploader: up, Backend: rf.backend, CacheDir: rf.cacheDir, BuildTimeout: rf.buildTimeout,
-		LogIdleLimit: rf.logIdleLimit, Lease: target.LeaseFile(rf.runnerRoot), FenceAfter: rf.fenceAfter, Logger: logger,
-	}, e)
+	jc := rf.jobConfig(logger)
+	jc.Publisher, jc.Uploader = client, up
+	err = job.Run(ctx, jc, e)
 	if err != nil {
 		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))
 	}

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"strings"
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/target"
 )
 
 func init() {
@@ -31,72 +30,62 @@ func (f *stepFlags) request() (*message.BuildRequest, error) {
 	if f.root == "" {
 		return nil, errors.New("--root is required")
 	}
-	rel, err := filepath.Rel(f.runnerRoot, filepath.Clean(f.root))
-	if err != nil || strings.HasPrefix(rel, "..") {
-		return nil, fmt.Errorf("--root %s is not below the runner root %s (set --runner-root)", f.root, f.runnerRoot)
+	t, err := target.Parse(f.runnerRoot, f.root)
+	if err != nil {
+		return nil, fmt.Errorf("--root: %w (set --runner-root)", err)
 	}
-	project, profile, ok := strings.Cut(filepath.ToSlash(rel), "@")
-	if !ok {
+	if t.IsLocal() {
 		return nil, fmt.Errorf("--root %s: want <runner root>/<project>@<DIST>.<ARCH>", f.root)
 	}
-	if f.profile != "" && f.profile != profile {
-		return nil, fmt.Errorf("--profile %s does not match --root (%s)", f.profile, profile)
-	}
-	dot := strings.LastIndex(profile, ".")
-	if dot < 0 {
-		return nil, fmt.Errorf("profile %q: want DIST.ARCH", profile)
+	if f.profile != "" && f.profile != t.Profile {
+		return nil, fmt.Errorf("--profile %s does not match --root (%s)", f.profile, t.Profile)
 	}
 	id := f.requestID
 	if id == "" {
 		id = "local"
 	}
-	req := &message.BuildRequest{
-		SchemaVersion: message.SchemaVersion, RequestID: id, Action: message.ActionPackageRebuild,
-		Project: project, Package: &message.PackageTarget{Dist: profile[:dot], Arch: profile[dot+1:]},
-		RunnerGroup: "local",
-	}
-	if err := message.ValidateProject(project); err != nil {
+	if err := message.ValidateName(id); err != nil {
 		return nil, err
 	}
-	for _, n := range []string{id, req.Package.Dist, req.Package.Arch} {
-		if err := message.ValidateName(n); err != nil {
-			return nil, err
-		}
-	}
-	return req, nil
+	return &message.BuildRequest{
+		SchemaVersion: message.SchemaVersion, RequestID: id, Action: message.ActionPackageRebuild,
+		Project: t.Project, Package: &message.PackageTarget{Dist: t.DistOrSelection(), Arch: t.Arch()},
+		RunnerGroup: "local",
+	}, nil
 }
 
-func (f *stepFlags) step(ctx context.Context, env *Env, name string) (*job.Step, func(), error) {
-	common := f.common
-	logger := common.Logger(env.Stderr, name)
+// config wires the step: the job's Config, with a broker and the
+// collector unless --local.
+func (f *stepFlags) config(env *Env, name string) (job.Config, *message.BuildRequest, func(), error) {
+	logger := f.common.Logger(env.Stderr, name)
 	cfg, err := loadConfig(logger, f.brokerConfig, f.runnerConfig)
 	if err != nil {
-		return nil, nil, err
+		return job.Config{}, nil, nil, err
 	}
 	f.resolve(env, cfg)
 	req, err := f.request()
 	if err != nil {
-		return nil, nil, err
+		return job.Config{}, nil, nil, err
 	}
-	jc := job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, PackageDir: f.pkg, ThisHost: f.thisHost,
-		RunnerGroup: f.group, Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout, Logger: logger}
+	jc := f.jobConfig(logger)
+	jc.PackageDir = f.pkg
 	closeFn := func() {}
 	if !f.local {
 		opts, err := brokerOptions(cfg, logger, "cb-"+name)
 		if err != nil {
-			return nil, nil, err
+			return job.Config{}, nil, nil, err
 		}
 		client, err := broker.New(opts)
 		if err != nil {
-			return nil, nil, err
+			return job.Config{}, nil, nil, err
 		}
 		jc.Publisher, closeFn = client, client.Close
 		if jc.Uploader, err = f.uploader(env, cfg, logger); err != nil {
 			client.Close()
-			return nil, nil, err
+			return job.Config{}, nil, nil, err
 		}
 	}
-	return &job.Step{Config: jc, Request: req, Clean: f.clean}, closeFn, nil
+	return jc, req, closeFn, nil
 }
 
 func stepFlagSet(env *Env, name, synopsis string) (*stepFlags, func([]string) (int, bool)) {
@@ -132,12 +121,12 @@ func runPrepare(ctx context.Context, env *Env, args []string) int {
 	if code, done := parseArgs(args); done {
 		return code
 	}
-	step, closeFn, err := f.step(ctx, env, "prepare")
+	cfg, req, closeFn, err := f.config(env, "prepare")
 	if err != nil {
 		return fail(env, "prepare", err)
 	}
 	defer closeFn()
-	layout, failed, err := step.Prepare(ctx)
+	layout, failed, err := job.Prepare(ctx, cfg, req, f.clean)
 	switch {
 	case err != nil:
 		return fail(env, "prepare", err)
@@ -153,12 +142,12 @@ func runBuild(ctx context.Context, env *Env, args []string) int {
 	if code, done := parseArgs(args); done {
 		return code
 	}
-	step, closeFn, err := f.step(ctx, env, "run")
+	cfg, req, closeFn, err := f.config(env, "run")
 	if err != nil {
 		return fail(env, "run", err)
 	}
 	defer closeFn()
-	final, err := step.Build(ctx)
+	final, err := job.Build(ctx, cfg, req)
 	if err != nil && final == nil {
 		return fail(env, "run", err)
 	}

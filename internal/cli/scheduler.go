@@ -127,23 +127,14 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 	if rf.fenceAfter <= 0 {
 		rf.fenceAfter = scheduler.DefaultFenceAfter
 	}
-	jobCmd := []string{env.Exe, "job", "--runner-root", rf.runnerRoot, "--sources", rf.sources,
-		"--this-host", rf.thisHost, "--runner-group", rf.group, "--broker", cfg.Broker.Host,
-		"--broker-config", o.brokerConfig, "--runner-config", rf.runnerConfig, "--backend", rf.backend, "--build-timeout", rf.buildTimeout.String(),
-		"--log-idle-limit", rf.logIdleLimit.String(), "--fence-after", rf.fenceAfter.String()}
-	if rf.cacheDir != "" {
-		jobCmd = append(jobCmd, "--cache-dir", rf.cacheDir)
-	}
-	if rf.collectorURL != "" {
-		jobCmd = append(jobCmd, "--collector-url", rf.collectorURL)
-	}
+	jobCmd := append([]string{env.Exe, "job"}, rf.jobArgs(o.brokerConfig)...)
 	var jobEnv []string
-	if rf.collectorTokenFile != "" {
-		jobCmd = append(jobCmd, "--collector-token-file", rf.collectorTokenFile)
-	} else if t := env.Getenv("CB_COLLECTOR_TOKEN"); t != "" {
-		jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
-	} else if t := cfg.Collector.Token; t != "" {
-		jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
+	if rf.collectorTokenFile == "" {
+		if t := env.Getenv("CB_COLLECTOR_TOKEN"); t != "" {
+			jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
+		} else if t := cfg.Collector.Token; t != "" {
+			jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
+		}
 	}
 	sources := rf.sources
 	s, err := scheduler.New(scheduler.Config{

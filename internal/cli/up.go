@@ -13,7 +13,6 @@ import (
 	osuser "os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/artifact"
@@ -160,7 +159,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	// cb-ctl, ours and the original's: broker.yml and cbctl.yml hold only
 	// the original's keys, so its tools can share them.
 	for p, c := range upConfigs(st, brokerHost, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL) {
-		if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
+		if err := config.WriteFile(p, c); err != nil {
 			return err
 		}
 	}
@@ -181,17 +180,21 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	}
 	defer client.Close()
 
-	var (
-		mu     sync.Mutex
-		places []string
-	)
-	ready := func(name string, a net.Addr) {
-		mu.Lock()
-		places = append(places, fmt.Sprintf("  %-22s %s", name, a))
-		mu.Unlock()
+	// The collector listens before anything is started, so its address is
+	// known; the other servers report theirs when they listen.
+	collLn, err := net.Listen("tcp", f.repoListen)
+	if err != nil {
+		coll.Close()
+		return fmt.Errorf("collector: listen %s: %w", f.repoListen, err)
 	}
+	type place struct {
+		name string
+		addr net.Addr
+	}
+	listening := make(chan place, 2)
+	ready := func(name string, a net.Addr) { listening <- place{name, a} }
 	g, gctx := newGroup(ctx)
-	g.Go("collect", func() error { return coll.Run(gctx) })
+	g.Go("collect", func() error { return coll.Serve(gctx, collLn) })
 	g.Go("artifacts", func() error {
 		return artifact.ListenAndServe(gctx, artifact.Config{Root: st.runner, Token: artifactToken, Listen: f.artifactListen,
 			Logger: logger.With("component", "artifacts")}, func(a net.Addr) { ready("artifacts", a) })
@@ -218,13 +221,15 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	})
 	go func() {
 		// Print where everything is once the servers listen.
-		select {
-		case <-gctx.Done():
-			return
-		case <-time.After(2 * time.Second):
+		var places []string
+		for len(places) < cap(listening) {
+			select {
+			case <-gctx.Done():
+				return
+			case p := <-listening:
+				places = append(places, fmt.Sprintf("  %-22s %s", p.name, p.addr))
+			}
 		}
-		mu.Lock()
-		defer mu.Unlock()
 		defer events.release()
 		fmt.Fprintf(env.Stdout, "Cloud Builder is up (state in %s)\n", st.root)
 		fmt.Fprintf(env.Stdout, "  %-22s %s\n", "broker", brokerHost)
@@ -334,18 +339,22 @@ func readOrCreateToken(path string) (string, error) {
 // broker config and cbctl.yml pass the original's schemas
 // (cloud_builder_broker_schema, cbctl_config_schema); what only this
 // implementation knows goes to the runner config.
-func upConfigs(st upState, brokerHost, group, repoURL, uploadTokenFile, artifactListen, artifactURL string) map[string]string {
+func upConfigs(st upState, brokerHost, group, repoURL, uploadTokenFile, artifactListen, artifactURL string) map[string]any {
 	user, home := "root", os.Getenv("HOME")
 	if u, err := osuser.Current(); err == nil {
 		user, home = u.Username, u.HomeDir
 	}
-	return map[string]string{
-		st.brokerConfig: fmt.Sprintf("broker:\n  host: %q\nrunner:\n  group: %q\nthis_host: 127.0.0.1\n", brokerHost, group),
-		st.runnerConfig: fmt.Sprintf("collector:\n  url: %q\n  token_file: %q\nartifacts:\n  listen: %q\n  url: %q\n  token_file: %q\ncbctl:\n  artifacts:\n    token_file: %q\n",
-			repoURL, uploadTokenFile, artifactListen, artifactURL, st.artifactToken, st.artifactToken),
+	runner := &config.Runner{
+		Collector: config.Endpoint{URL: repoURL, TokenFile: uploadTokenFile},
+		Artifacts: config.Endpoint{Listen: artifactListen, URL: artifactURL, TokenFile: st.artifactToken},
+	}
+	runner.Ctl.Artifacts = config.Endpoint{TokenFile: st.artifactToken}
+	return map[string]any{
+		st.brokerConfig: &config.Broker{Broker: config.BrokerSection{Host: brokerHost}, Runner: config.RunnerSection{Group: group}, ThisHost: "127.0.0.1"},
+		st.runnerConfig: runner,
 		// ssh_user and ssh_pkey_file are required by the original's
 		// schema, which fetches logs over ssh; this cb-ctl uses the
 		// artifact endpoint instead.
-		st.ctlConfig: fmt.Sprintf("cluster:\n  ssh_user: %q\n  ssh_pkey_file: %q\n  runner_count: 1\n", user, filepath.Join(home, ".ssh", "id_rsa")),
+		st.ctlConfig: &config.Ctl{Cluster: config.Cluster{SSHUser: user, SSHPkeyFile: filepath.Join(home, ".ssh", "id_rsa"), RunnerCount: 1}},
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/repo"
 	"github.com/cloud-builder/cb/internal/repo/repotest"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 // The benchmark measures what a runner waits for: one upload of a new
@@ -92,9 +93,9 @@ func benchPublish(b *testing.B, kind string, n int) {
 	for b.Loop() {
 		p := extra[i%len(extra)]
 		name := fmt.Sprintf("extra%d", i%len(extra))
-		u := collect.Upload{RequestID: fmt.Sprintf("bench-%d", i), Project: "projects/Bench/" + name, Name: name,
+		u := upload.Upload{RequestID: fmt.Sprintf("bench-%d", i), Project: "projects/Bench/" + name, Name: name,
 			RepoPath: "projects/Bench/dist", Arch: "x86_64", RepoType: kind,
-			Files: []collect.File{{Path: p, Name: dir + "/" + filepath.Base(p)}}}
+			Files: []upload.File{{Path: p, Name: dir + "/" + filepath.Base(p)}}}
 		if err := c.Upload(context.Background(), u); err != nil {
 			b.Fatal(err)
 		}

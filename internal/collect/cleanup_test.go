@@ -9,6 +9,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/repo/repotest"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 // sourceRepo is a bare git repository served over file:// plus a work
@@ -83,7 +84,7 @@ func TestCleanupFollowsGit(t *testing.T) {
 	helloA := debUpload(t, "hello", "1.0", "arm64", "aarch64", "bookworm")
 	helloA.Arch = "aarch64"
 	other := debUpload(t, "other", "1.0", "amd64", "x86_64", "bookworm")
-	for _, u := range []collect.Upload{helloX, helloA, other} {
+	for _, u := range []upload.Upload{helloX, helloA, other} {
 		if err := ts.client().Upload(ctx, u); err != nil {
 			t.Fatal(err)
 		}

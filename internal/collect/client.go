@@ -14,27 +14,12 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/proc"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
-// UploadPath is the collector's upload endpoint.
-const UploadPath = "/api/v1/upload"
-
-// File is one local file of an upload and its name in the repository.
-type File struct {
-	Path string // local file
-	Name string // repo-relative: "<arch dir>/<file>", e.g. "x86_64/hello_1.0_amd64.deb", "src/x.src.rpm"
-}
-
-// Upload is one finished build to publish.
-type Upload struct {
-	RequestID string
-	Project   string // projects/...
-	Name      string // package or image name
-	RepoPath  string // "<project parent path>/<dist or selection>", as target.Target.RepoPath gives
-	Arch      string
-	RepoType  string // "rpm" or "deb"
-	Files     []File
-}
+var _ upload.Uploader = (*Client)(nil)
 
 // Client pushes builds to a collector.
 type Client struct {
@@ -70,13 +55,13 @@ type Result struct {
 // SHA-256 sums go into the manifest, so the collector can verify every
 // byte before anything becomes visible. Transport errors and 5xx answers
 // are retried with backoff; a 4xx answer fails at once with *Error.
-func (c *Client) Upload(ctx context.Context, u Upload) error {
+func (c *Client) Upload(ctx context.Context, u upload.Upload) error {
 	_, err := c.UploadResult(ctx, u)
 	return err
 }
 
 // UploadResult is Upload returning the collector's answer.
-func (c *Client) UploadResult(ctx context.Context, u Upload) (*Result, error) {
+func (c *Client) UploadResult(ctx context.Context, u upload.Upload) (*Result, error) {
 	logger := c.Logger
 	if logger == nil {
 		logger = slog.Default()
@@ -118,10 +103,7 @@ func (c *Client) UploadResult(ctx context.Context, u Upload) (*Result, error) {
 			break
 		}
 		logger.Warn("upload failed, retrying", "attempt", i, "err", err, "wait", backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
+		proc.Sleep(ctx, backoff)
 		backoff *= 2
 	}
 	if ctx.Err() != nil {
@@ -130,14 +112,14 @@ func (c *Client) UploadResult(ctx context.Context, u Upload) (*Result, error) {
 	return nil, fmt.Errorf("upload %s: giving up after %d attempts: %w", u.Name, attempts, lastErr)
 }
 
-func (c *Client) send(ctx context.Context, m *Manifest, files []File) (*Result, error) {
+func (c *Client) send(ctx context.Context, m *Manifest, files []upload.File) (*Result, error) {
 	manifest, err := m.encode()
 	if err != nil {
 		return nil, err
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeStream(pw, manifest, m, files)) }()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.URL, "/")+UploadPath, pr)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.URL, "/")+upload.Path, pr)
 	if err != nil {
 		pr.Close()
 		return nil, err
@@ -181,7 +163,7 @@ func (c *Client) send(ctx context.Context, m *Manifest, files []File) (*Result, 
 // writeStream writes the tar stream: the manifest, then each file with the
 // size the manifest promised (a file that changed since hashing makes the
 // collector refuse the upload rather than publish something else).
-func writeStream(w io.Writer, manifest []byte, m *Manifest, files []File) error {
+func writeStream(w io.Writer, manifest []byte, m *Manifest, files []upload.File) error {
 	tw := tar.NewWriter(w)
 	hdr := &tar.Header{Name: ManifestName, Mode: 0o644, Size: int64(len(manifest)), Typeflag: tar.TypeReg}
 	if err := tw.WriteHeader(hdr); err != nil {

@@ -11,11 +11,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cloud-builder/cb/internal/metrics"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+UploadPath, s.handleUpload)
+	mux.HandleFunc("POST "+upload.Path, s.handleUpload)
 	mux.HandleFunc("GET /api/v1/status", s.handleStatus)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.handleHealth)

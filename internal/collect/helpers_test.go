@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/repo/repotest"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 const testToken = "test-token-0123456789abcdef0123456789"
@@ -88,23 +89,23 @@ func get(t *testing.T, url string, want int) []byte {
 }
 
 // debUpload builds a deb and describes its upload into Debian/<dist>.
-func debUpload(t *testing.T, name, version, debArch, dir, dist string) collect.Upload {
+func debUpload(t *testing.T, name, version, debArch, dir, dist string) upload.Upload {
 	t.Helper()
 	p := repotest.Deb(t, t.TempDir(), name, version, debArch)
-	return collect.Upload{
+	return upload.Upload{
 		RequestID: name + "-" + version + "-" + dir, Project: "projects/Debian/" + name, Name: name,
 		RepoPath: "projects/Debian/" + dist, Arch: "x86_64", RepoType: "deb",
-		Files: []collect.File{{Path: p, Name: dir + "/" + filepath.Base(p)}},
+		Files: []upload.File{{Path: p, Name: dir + "/" + filepath.Base(p)}},
 	}
 }
 
-func rpmUpload(t *testing.T, name, version string) collect.Upload {
+func rpmUpload(t *testing.T, name, version string) upload.Upload {
 	t.Helper()
 	p := repotest.RPM(t, t.TempDir(), name, version)
-	return collect.Upload{
+	return upload.Upload{
 		RequestID: name + "-" + version, Project: "projects/MS/" + name, Name: name,
 		RepoPath: "projects/MS/TW", Arch: "x86_64", RepoType: "rpm",
-		Files: []collect.File{{Path: p, Name: "noarch/" + filepath.Base(p)}},
+		Files: []upload.File{{Path: p, Name: "noarch/" + filepath.Base(p)}},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/repo"
 	"github.com/cloud-builder/cb/internal/repo/repotest"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 // requireRoot skips off-root on a developer box; CI must run as root.
@@ -251,7 +252,7 @@ func TestConcurrentUploadsOneRepository(t *testing.T) {
 	ts := newServer(t, nil)
 	ctx := ctxT(t)
 	names := []string{"alpha", "beta", "gamma", "delta"}
-	ups := make([]collect.Upload, len(names))
+	ups := make([]upload.Upload, len(names))
 	for i, n := range names {
 		ups[i] = rpmUpload(t, n, "1.0")
 	}

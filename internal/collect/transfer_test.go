@@ -19,6 +19,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/repo/repotest"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 // cuttingProxy forwards TCP to target. The first connection is cut after
@@ -214,7 +215,7 @@ func TestBadUploadsAreRefused(t *testing.T) {
 		{"not a package", testToken, rawStream(t, good, rawEntry{"x86_64/hello_1.0_amd64.deb", pkg}), 400, "not a readable deb package"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := http.NewRequest("POST", ts.http.URL+collect.UploadPath, bytes.NewReader(tc.body))
+			req, err := http.NewRequest("POST", ts.http.URL+upload.Path, bytes.NewReader(tc.body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,9 +252,9 @@ func TestBadUploadsAreRefused(t *testing.T) {
 		c := ts.client()
 		c.Token = "wrong"
 		c.Backoff = time.Hour
-		err := c.Upload(ctxT(t), collect.Upload{RequestID: "r1", Project: "projects/Debian/big", Name: "big",
+		err := c.Upload(ctxT(t), upload.Upload{RequestID: "r1", Project: "projects/Debian/big", Name: "big",
 			RepoPath: "projects/Debian/bookworm", Arch: "x86_64", RepoType: "deb",
-			Files: []collect.File{{Path: big, Name: "x86_64/big_1_amd64.deb"}}})
+			Files: []upload.File{{Path: big, Name: "x86_64/big_1_amd64.deb"}}})
 		var refused *collect.Error
 		if !errors.As(err, &refused) || refused.Status != 401 {
 			t.Fatalf("err = %v, want a 401 *collect.Error", err)

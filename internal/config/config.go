@@ -25,6 +25,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/cloud-builder/cb/internal/atomicfile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -102,7 +103,7 @@ type SASL struct {
 // BrokerSection is the broker: block.
 type BrokerSection struct {
 	Host string `yaml:"host"`
-	TLS  *TLS   `yaml:"tls"`
+	TLS  *TLS   `yaml:"tls,omitempty"`
 	// SASL comes from the runner config (see [Broker.LoadRunnerFile]).
 	SASL *SASL `yaml:"-"`
 }
@@ -116,13 +117,13 @@ type RunnerSection struct {
 // config): the runner's artifact endpoint and the collector's upload
 // endpoint.
 type Endpoint struct {
-	Listen    string `yaml:"listen"`     // where a server listens
-	URL       string `yaml:"url"`        // how clients reach it
-	Token     string `yaml:"token"`      // shared bearer token
-	TokenFile string `yaml:"token_file"` // or read it from a file
-	TLSCert   string `yaml:"tls_cert"`
-	TLSKey    string `yaml:"tls_key"`
-	ClientCA  string `yaml:"client_ca"`
+	Listen    string `yaml:"listen,omitempty"`     // where a server listens
+	URL       string `yaml:"url,omitempty"`        // how clients reach it
+	Token     string `yaml:"token,omitempty"`      // shared bearer token
+	TokenFile string `yaml:"token_file,omitempty"` // or read it from a file
+	TLSCert   string `yaml:"tls_cert,omitempty"`
+	TLSKey    string `yaml:"tls_key,omitempty"`
+	ClientCA  string `yaml:"client_ca,omitempty"`
 }
 
 // ReadToken returns Token, or the trimmed content of TokenFile.
@@ -158,18 +159,18 @@ type Broker struct {
 // implementation that the original's files cannot hold.
 type Runner struct {
 	Broker struct {
-		SASL *SASL `yaml:"sasl"`
-	} `yaml:"broker"`
+		SASL *SASL `yaml:"sasl,omitempty"`
+	} `yaml:"broker,omitempty"`
 	// Artifacts is cb-info's artifact endpoint on a runner.
-	Artifacts Endpoint `yaml:"artifacts"`
+	Artifacts Endpoint `yaml:"artifacts,omitempty"`
 	// Collector is the collector's upload endpoint: where runners send
 	// results, and what cb-collect serves.
-	Collector Endpoint `yaml:"collector"`
+	Collector Endpoint `yaml:"collector,omitempty"`
 	// CtlArtifacts are cb-ctl's credentials for the runners' artifact
 	// endpoints (cbctl.artifacts).
 	Ctl struct {
-		Artifacts Endpoint `yaml:"artifacts"`
-	} `yaml:"cbctl"`
+		Artifacts Endpoint `yaml:"artifacts,omitempty"`
+	} `yaml:"cbctl,omitempty"`
 }
 
 // moved names the keys that earlier versions accepted in the original's
@@ -256,22 +257,22 @@ func LoadBrokerFile(path string) (*Broker, error) {
 
 // Cluster is the cluster: block of cbctl.yml.
 type Cluster struct {
-	SSHUser      string `yaml:"ssh_user"`
-	SSHPkeyFile  string `yaml:"ssh_pkey_file"`
+	SSHUser      string `yaml:"ssh_user,omitempty"`
+	SSHPkeyFile  string `yaml:"ssh_pkey_file,omitempty"`
 	RunnerCount  int    `yaml:"runner_count"`
-	ControlPlane string `yaml:"controlplane"`
+	ControlPlane string `yaml:"controlplane,omitempty"`
 }
 
 // CtlSettings is the settings: block of cbctl.yml.
 type CtlSettings struct {
-	UseControlPlaneAsProxy bool `yaml:"use_control_plane_as_proxy"`
+	UseControlPlaneAsProxy bool `yaml:"use_control_plane_as_proxy,omitempty"`
 }
 
 // Ctl is ~/.config/cb/cbctl.yml. cb-ctl's artifact credentials are in
 // the runner config (cbctl.artifacts).
 type Ctl struct {
 	Cluster  Cluster     `yaml:"cluster"`
-	Settings CtlSettings `yaml:"settings"`
+	Settings CtlSettings `yaml:"settings,omitempty"`
 }
 
 // LoadCtl decodes a cbctl.yml strictly.
@@ -377,4 +378,19 @@ func checkKeys(n *yaml.Node, t reflect.Type, prefix string, moved map[string]str
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// WriteFile writes a configuration (a *Broker, *Runner or *Ctl) to path
+// as YAML that the loaders read back, with only the keys that are set (so
+// the original's files pass the original's schemas), mode 0600 (it may
+// name token files or carry credentials), atomically.
+func WriteFile(path string, v any) error {
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

@@ -375,3 +375,46 @@ func TestShippedExamples(t *testing.T) {
 		t.Errorf("cbctl example: %+v, %v", c, err)
 	}
 }
+
+// What WriteFile writes (cb up's configs) the strict loaders read back,
+// with only the keys that are set.
+func TestWriteFileRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	b := &Broker{Broker: BrokerSection{Host: "127.0.0.1:9092"}, Runner: RunnerSection{Group: "debian"}, ThisHost: "127.0.0.1"}
+	r := &Runner{Collector: Endpoint{URL: "http://127.0.0.1:8080", TokenFile: "/s/upload.token"},
+		Artifacts: Endpoint{Listen: "127.0.0.1:8081", URL: "http://127.0.0.1:8081", TokenFile: "/s/artifact.token"}}
+	r.Ctl.Artifacts = Endpoint{TokenFile: "/s/artifact.token"}
+	c := &Ctl{Cluster: Cluster{SSHUser: "cb", SSHPkeyFile: "/home/cb/.ssh/id_rsa", RunnerCount: 1}}
+	bp, rp, cp := filepath.Join(dir, "broker.yml"), filepath.Join(dir, "runner.yml"), filepath.Join(dir, "cbctl.yml")
+	for p, v := range map[string]any{bp: b, rp: r, cp: c} {
+		if err := WriteFile(p, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gb, err := LoadBrokerFile(bp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gb.File != bp || gb.Broker != b.Broker || gb.Runner != b.Runner || gb.ThisHost != b.ThisHost {
+		t.Errorf("broker config round trip: got %+v, want %+v", gb, b)
+	}
+	gr, found, err := LoadRunnerFile(rp)
+	if err != nil || !found || !reflect.DeepEqual(gr, r) {
+		t.Errorf("runner config round trip: got %+v, %v, %v; want %+v", gr, found, err, r)
+	}
+	gc, err := LoadCtlFile(cp)
+	if err != nil || !reflect.DeepEqual(gc, c) {
+		t.Errorf("ctl config round trip: got %+v, %v; want %+v", gc, err, c)
+	}
+	data, err := os.ReadFile(bp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The original's schema refuses null values (tls: null).
+	if want := "broker:\n    host: 127.0.0.1:9092\nrunner:\n    group: debian\nthis_host: 127.0.0.1\n"; string(data) != want {
+		t.Errorf("broker config:\n%s\nwant only the keys that are set:\n%s", data, want)
+	}
+	if fi, err := os.Stat(bp); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("broker config mode: %v, %v", fi.Mode(), err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cloud-builder/cb/internal/atomicfile"
 	"github.com/cloud-builder/cb/internal/source"
 )
 
@@ -35,41 +36,14 @@ func loadState(path string) (string, error) {
 	return id, nil
 }
 
-// saveState stores commit at path so that neither a crash nor a power cut
-// can leave a torn file behind: the new content is written to a temporary
-// file in the same directory, synced, renamed over the old one, and the
-// directory is synced so the rename itself is durable.
+// saveState stores commit at path durably (fsync of the file and the
+// directory), so neither a crash nor a power cut leaves a torn file.
 func saveState(path, commit string) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, []byte(commit+"\n"), 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.WriteString(commit + "\n"); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("save state: sync %s: %w", dir, err)
 	}
 	return nil
 }

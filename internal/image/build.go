@@ -16,7 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/atomicfile"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -71,9 +73,9 @@ type Options struct {
 	CacheDir string
 	Logger   *slog.Logger
 
-	// skip names top-level entries of Description that are not part of
+	// Skip names top-level entries of Description that are not part of
 	// it (local build output next to the description).
-	skip func(name string) bool
+	Skip func(name string) bool
 }
 
 // Result is the outcome of an image build that ran.
@@ -296,7 +298,7 @@ func (b *build) setup() error {
 	}
 	b.gnupg = g
 	b.env = commandEnv(filepath.Join(b.work, "home"), b.gnupg)
-	if err := copyDescription(b.o.Description, b.desc, b.o.skip); err != nil {
+	if err := copyDescription(b.o.Description, b.desc, b.o.Skip); err != nil {
 		return err
 	}
 	return nil
@@ -317,7 +319,7 @@ func (b *build) global(system bool) []string {
 }
 
 func (b *build) kiwi(ctx context.Context, stdout io.Writer, argv []string) (int, error) {
-	fmt.Fprintf(b.log, "$ %s\n", quote(argv))
+	fmt.Fprintf(b.log, "$ %s\n", proc.Quote(argv))
 	return run(ctx, b.env, b.work, stdout, b.log, argv...)
 }
 
@@ -348,7 +350,10 @@ func (b *build) solve(ctx context.Context) error {
 		b.progress("solving the package list failed: %v; building anyway", perr)
 		return nil
 	}
-	if err := writeFileAtomic(sf, data); err != nil {
+	if err := os.MkdirAll(filepath.Dir(sf), 0o755); err != nil {
+		return fmt.Errorf("write solver file: %w", err)
+	}
+	if err := atomicfile.WriteFile(sf, data, 0o644); err != nil {
 		return fmt.Errorf("write solver file: %w", err)
 	}
 	b.progress("package list written to %s", sf)
@@ -400,27 +405,4 @@ func rpmArch(name string) (string, error) {
 		return "", fmt.Errorf("sort binaries: no arch in rpm file name %q", name)
 	}
 	return base[i+1:], nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

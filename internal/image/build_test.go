@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/mountinfo"
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -72,7 +73,7 @@ func TestBuildExample(t *testing.T) {
 	needKiwi(t)
 	root := t.TempDir()
 	cache := testCache(t)
-	tgt, err := target.New(root, "projects/images/debian/cb-image-tbz", "standard", HostArch())
+	tgt, err := target.New(root, "projects/images/debian/cb-image-tbz", "standard", proc.HostArch())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestBuildExample(t *testing.T) {
 		if err != nil {
 			t.Fatalf("rpm -qlp: %v\n%s", err, out)
 		}
-		image := fmt.Sprintf("/var/tmp/cb-image-tbz/cb-image-tbz.%s-1.0.0-7f1c0d2e.tar.xz", HostArch())
+		image := fmt.Sprintf("/var/tmp/cb-image-tbz/cb-image-tbz.%s-1.0.0-7f1c0d2e.tar.xz", proc.HostArch())
 		if !strings.Contains(string(out), image+"\n") {
 			t.Errorf("rpm does not contain %s:\n%s", image, out)
 		}
@@ -169,7 +170,7 @@ func TestBuildExample(t *testing.T) {
 	})
 
 	t.Run("missing profile fails", func(t *testing.T) {
-		ft, err := target.New(root, "projects/images/debian/cb-image-tbz", "broken", HostArch())
+		ft, err := target.New(root, "projects/images/debian/cb-image-tbz", "broken", proc.HostArch())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +198,7 @@ func TestBuildExample(t *testing.T) {
 	})
 
 	t.Run("bad build argument refused before kiwi", func(t *testing.T) {
-		rt, err := target.New(root, "projects/images/debian/cb-image-tbz", "refused", HostArch())
+		rt, err := target.New(root, "projects/images/debian/cb-image-tbz", "refused", proc.HostArch())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -227,7 +228,7 @@ func TestBuildExample(t *testing.T) {
 func TestBuildCancel(t *testing.T) {
 	needKiwi(t)
 	root := t.TempDir()
-	tgt, err := target.New(root, "projects/images/debian/cb-image-tbz", "cancel", HostArch())
+	tgt, err := target.New(root, "projects/images/debian/cb-image-tbz", "cancel", proc.HostArch())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // killGrace is how long kiwi gets after SIGTERM to end before the whole
@@ -62,25 +63,8 @@ func run(ctx context.Context, env []string, dir string, stdout, stderr io.Writer
 	cmd.Env = env
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:    true,
-		Cloneflags: syscall.CLONE_NEWPID,
-		// With CLONE_NEWNS the Go runtime also makes / recursively
-		// private in the child, so no mount propagates back.
-		Unshareflags: syscall.CLONE_NEWNS,
-	}
-	cmd.Cancel = func() error {
-		pid := cmd.Process.Pid
-		err := syscall.Kill(-pid, syscall.SIGTERM)
-		go func() {
-			time.Sleep(killGrace)
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-		}()
-		return err
-	}
-	// Bounds the wait for output pipes held open by a stray grandchild,
-	// and the time between SIGTERM and the Go runtime's own kill.
-	cmd.WaitDelay = killGrace + 2*time.Second
+	cmd.SysProcAttr = namespaces()
+	proc.Group(cmd, killGrace)
 	err := cmd.Start()
 	if err != nil {
 		if errors.Is(err, syscall.EPERM) {
@@ -89,7 +73,7 @@ func run(ctx context.Context, env []string, dir string, stdout, stderr io.Writer
 		return -1, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	err = cmd.Wait()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = proc.KillGroup(cmd.Process.Pid, syscall.SIGKILL)
 	if ctx.Err() != nil {
 		return -1, fmt.Errorf("%s: %w", argv[0], context.Cause(ctx))
 	}
@@ -104,16 +88,4 @@ func run(ctx context.Context, env []string, dir string, stdout, stderr io.Writer
 		return exit.ExitCode(), nil
 	}
 	return -1, fmt.Errorf("%s: %w", argv[0], err)
-}
-
-// quote renders argv for the log, quoting arguments a reader could misread.
-func quote(argv []string) string {
-	out := make([]string, len(argv))
-	for i, a := range argv {
-		if a == "" || strings.ContainsAny(a, " \t'\"\\$`;&|<>(){}*?") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		out[i] = a
-	}
-	return strings.Join(out, " ")
 }

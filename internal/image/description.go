@@ -2,12 +2,12 @@ package image
 
 import (
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/cloud-builder/cb/internal/atomicfile"
 	"github.com/cloud-builder/cb/internal/mirror"
 )
 
@@ -65,16 +65,22 @@ func copyDescription(src, dst string, skip func(name string) bool) error {
 			}
 			return os.Symlink(target, out)
 		case mode.IsRegular():
-			return copyFile(p, out, mode.Perm(), info.Size())
+			return copySubstituted(p, out, mode.Perm(), info.Size())
 		}
 		return fmt.Errorf("copy description: %s is not a regular file, directory or symbolic link", rel)
 	})
 }
 
-func copyFile(src, dst string, perm fs.FileMode, size int64) error {
+// copySubstituted copies one description file, with the mirror of this
+// machine substituted for the placeholder; files too large to be a
+// description are copied as they are.
+func copySubstituted(src, dst string, perm fs.FileMode, size int64) error {
 	perm &= 0o777 // no set-id bits from a git checkout
 	if size > maxSubstituteSize {
-		return streamFile(src, dst, perm)
+		if err := atomicfile.Copy(src, dst, perm); err != nil {
+			return fmt.Errorf("copy description: %w", err)
+		}
+		return nil
 	}
 	data, err := os.ReadFile(src)
 	if err != nil {
@@ -83,35 +89,9 @@ func copyFile(src, dst string, perm fs.FileMode, size int64) error {
 	if data, err = mirror.Substitute(data); err != nil {
 		return fmt.Errorf("copy description %s: %w", filepath.Base(src), err)
 	}
-	if err := os.WriteFile(dst, data, perm); err != nil {
-		return fmt.Errorf("copy description: %w", err)
-	}
-	// WriteFile's mode is subject to the umask; config.sh must stay
-	// executable exactly as committed.
-	if err := os.Chmod(dst, perm); err != nil {
-		return fmt.Errorf("copy description: %w", err)
-	}
-	return nil
-}
-
-func streamFile(src, dst string, perm fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("copy description: %w", err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return fmt.Errorf("copy description: %w", err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy description: %w", err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("copy description: %w", err)
-	}
-	if err := os.Chmod(dst, perm); err != nil {
+	// Exactly perm, not cut by the umask: config.sh must stay executable
+	// exactly as committed.
+	if err := atomicfile.WriteFile(dst, data, perm); err != nil {
 		return fmt.Errorf("copy description: %w", err)
 	}
 	return nil

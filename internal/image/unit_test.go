@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cloud-builder/cb/internal/target"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -162,8 +164,12 @@ func TestRPMArch(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	dir := t.TempDir()
+	tgt, err := target.Local(dir, "img", "standard", "x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
 	base := func() Options {
-		return Options{Description: dir, Target: LocalTarget(dir, "img", "standard", "x86_64"), BundleID: "7f1c0d2e"}
+		return Options{Description: dir, Target: tgt, BundleID: "7f1c0d2e"}
 	}
 	tests := []struct {
 		name   string

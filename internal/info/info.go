@@ -15,6 +15,7 @@ import (
 	"github.com/cloud-builder/cb/internal/artifact"
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -92,7 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			if !errors.Is(err, context.DeadlineExceeded) {
 				log.Warn("poll info requests", "err", err)
-				if !sleep(ctx, cfg.UpdateInterval) {
+				if !proc.Sleep(ctx, cfg.UpdateInterval) {
 					return nil
 				}
 			}
@@ -289,15 +290,4 @@ func pathOrNone(exists bool, p string) string {
 		return p
 	}
 	return message.None
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

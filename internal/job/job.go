@@ -1,14 +1,17 @@
-// Package job runs one journaled build request on a runner: buildroot
-// preparation and package build (cb-prepare + cb-run of the original), or an
-// image build (cb-image), then the transfer of the results to the collector,
-// the result file and the final response.
+// Package job is the one way into a build. A scheduled build on a runner
+// (Run: buildroot preparation and package build, or an image build, then
+// the transfer of the results to the collector, the result file and the
+// final response), the stand-alone steps cb-prepare and cb-run (Prepare,
+// Build), cb-image (Image), and the local builds of cb-ctl (LocalPackage,
+// LocalImage, LocalDependencies) are all wired from one Config, so the
+// buildroot, build engine, image and mirror are put together in one place.
 //
-// A job runs in its own process, started by the scheduler as the leader of
-// a new process group, so a reset can kill the job and every tool it
-// started at once. It writes its progress into its journal entry; the
-// final response is written to <target>.result.yml and the entry marked
-// finished before it is published, so a crash between the two is repaired
-// by the scheduler's recovery and never causes a second build.
+// A scheduled job runs in its own process, started by the scheduler as the
+// leader of a new process group, so a reset can kill the job and every
+// tool it started at once. It writes its progress into its journal entry;
+// the final response is written to <target>.result.yml and the entry
+// marked finished before it is published, so a crash between the two is
+// repaired by the scheduler's recovery and never causes a second build.
 package job
 
 import (
@@ -22,25 +25,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
-	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/target"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
-// Publisher sends a message to a topic; *broker.Client satisfies it.
-type Publisher interface {
-	Publish(ctx context.Context, topic string, value []byte) error
-}
-
-// Uploader transfers a build's results to the collector; *collect.Client
-// satisfies it.
-type Uploader interface {
-	Upload(ctx context.Context, u collect.Upload) error
-}
-
-// Config is what a job needs from its runner.
+// Config is what a build needs from its caller; every way into a build
+// takes one. Fields a kind of build does not use are ignored.
 type Config struct {
 	RunnerRoot string
 	Sources    string // the runner's source checkout
@@ -48,16 +42,23 @@ type Config struct {
 	// source directory (local builds, stand-alone cb-prepare).
 	PackageDir string
 	// Tee, when set, also receives everything written to the prepare and
-	// build logs (local builds stream them to the terminal).
-	Tee          io.Writer
-	ThisHost     string
-	RunnerGroup  string
-	Publisher    Publisher
-	Uploader     Uploader // nil: results stay on the runner
-	CacheDir     string   // buildroot cache, default <runner root>/.cache/buildroot
-	Backend      string   // buildroot backend: auto, kiwi, native
-	BuildTimeout time.Duration
-	MaxLogBytes  int64
+	// build logs (local builds and cb-image --local stream them to the
+	// terminal).
+	Tee io.Writer
+	// Progress, when set, receives progress lines: the steps of a local
+	// package build, the progress of cb-image's image build.
+	Progress    io.Writer
+	ThisHost    string
+	RunnerGroup string
+	Publisher   broker.Publisher // nil: no responses are sent
+	Uploader    upload.Uploader  // nil: results stay on the runner
+	CacheDir    string           // buildroot cache, default <runner root>/.cache/buildroot
+	// ImageCacheDir is kiwi's shared cache directory; empty means one
+	// per target below $CB_IMAGE_CACHE or the image package's default.
+	ImageCacheDir string
+	Backend       string // buildroot backend: auto, kiwi, native
+	BuildTimeout  time.Duration
+	MaxLogBytes   int64
 	// LogIdleLimit is how long a build may go without writing to its
 	// logs before it is ended as stuck. It is the one setting of that
 	// limit: the scheduler ends a job whose logs stay idle for longer
@@ -149,7 +150,7 @@ func Run(ctx context.Context, cfg Config, e *journal.Entry) error {
 		// scheduler answers for a reset and resumes after a shutdown.
 		return fmt.Errorf("job %s: %w", req.RequestID, context.Cause(ctx))
 	}
-	return Finish(ctx, cfg.Publisher, e, t, final, logger)
+	return e.Finish(ctx, cfg.Publisher, &t, final, logger)
 }
 
 // fence cancels ctx with ErrFenced once the lease file is older than
@@ -186,64 +187,6 @@ func fence(ctx context.Context, lease string, after time.Duration, logger *slog.
 	return ctx, func() { close(done); cancel(nil) }
 }
 
-// Finish records the final response in the result file and the journal,
-// then publishes it. The order makes a crash at any point recoverable by
-// Recover without a second build.
-func Finish(ctx context.Context, pub Publisher, e *journal.Entry, t target.Target, final *message.Response, logger *slog.Logger) error {
-	data, err := writeResult(t, final)
-	if err != nil {
-		return err
-	}
-	e.Code = final.ResponseCode
-	if err := e.Advance(journal.Finished); err != nil {
-		return err
-	}
-	return Publish(ctx, pub, e, data, logger)
-}
-
-// writeResult records the final response in the target's result file,
-// which cb-info reads and recovery re-publishes.
-func writeResult(t target.Target, final *message.Response) ([]byte, error) {
-	data, err := message.Encode(final)
-	if err != nil {
-		return nil, err
-	}
-	if err := journal.WriteFileAtomic(t.ResultFile(), data, 0o644); err != nil {
-		return nil, fmt.Errorf("write result file: %w", err)
-	}
-	return data, nil
-}
-
-// Publish sends the final response and marks the entry responded,
-// retrying while the broker is away.
-func Publish(ctx context.Context, pub Publisher, e *journal.Entry, data []byte, logger *slog.Logger) error {
-	if err := publishRetry(ctx, pub, message.TopicResponse, data, logger); err != nil {
-		return err
-	}
-	logger.Info("final response sent", "response_code", e.Code)
-	return e.Advance(journal.Responded)
-}
-
-func publishRetry(ctx context.Context, pub Publisher, topic string, data []byte, logger *slog.Logger) error {
-	if pub == nil {
-		return nil
-	}
-	backoff := 500 * time.Millisecond
-	for {
-		err := pub.Publish(ctx, topic, data)
-		if err == nil {
-			return nil
-		}
-		logger.Warn("publish failed, retrying", "topic", topic, "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("publish to %s: %w", topic, errors.Join(err, context.Cause(ctx)))
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
-}
-
 type runner struct {
 	cfg    Config
 	e      *journal.Entry // nil for the stand-alone cb-prepare / cb-run
@@ -266,31 +209,25 @@ func (r *runner) note(f func(e *journal.Entry)) {
 	}
 }
 
-// Step is one stand-alone step of a package build (cb-prepare, cb-run),
-// outside the scheduler's journal.
-type Step struct {
-	Config  Config
-	Request *message.BuildRequest
-	Clean   bool
-}
-
-func (s *Step) runner() (*runner, error) {
-	s.Config.defaults()
-	t, err := target.ForRequest(s.Config.RunnerRoot, s.Request)
+// newRunner is the runner of a build outside the scheduler's journal.
+func newRunner(cfg Config, req *message.BuildRequest, clean bool) (*runner, error) {
+	cfg.defaults()
+	t, err := target.ForRequest(cfg.RunnerRoot, req)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(t.Dir()), 0o755); err != nil {
 		return nil, err
 	}
-	logger := s.Config.Logger.With("request_id", s.Request.RequestID, "target", t.ID())
-	return &runner{cfg: s.Config, t: t, req: s.Request, clean: s.Clean, logger: logger}, nil
+	logger := cfg.Logger.With("request_id", req.RequestID, "target", t.ID())
+	return &runner{cfg: cfg, t: t, req: req, clean: clean, logger: logger}, nil
 }
 
-// Prepare creates the buildroot and sends the prepare response. The
-// returned response is the final one when preparation failed, else nil.
-func (s *Step) Prepare(ctx context.Context) (*buildroot.Layout, *message.Response, error) {
-	r, err := s.runner()
+// Prepare is cb-prepare: it creates the buildroot of req's target and
+// sends the prepare response. The returned response is the final one when
+// preparation failed, else nil.
+func Prepare(ctx context.Context, cfg Config, req *message.BuildRequest, clean bool) (*buildroot.Layout, *message.Response, error) {
+	r, err := newRunner(cfg, req, clean)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -298,11 +235,11 @@ func (s *Step) Prepare(ctx context.Context) (*buildroot.Layout, *message.Respons
 	return layout, failed, nil
 }
 
-// Build runs the build in a prepared buildroot, transfers the results and
-// returns the final response after recording it in the result file and
-// sending it.
-func (s *Step) Build(ctx context.Context) (*message.Response, error) {
-	r, err := s.runner()
+// Build is cb-run: it runs the build in the buildroot Prepare made,
+// transfers the results and returns the final response after recording it
+// in the result file and sending it.
+func Build(ctx context.Context, cfg Config, req *message.BuildRequest) (*message.Response, error) {
+	r, err := newRunner(cfg, req, false)
 	if err != nil {
 		return nil, err
 	}
@@ -311,17 +248,20 @@ func (s *Step) Build(ctx context.Context) (*message.Response, error) {
 		return nil, fmt.Errorf("no prepared buildroot for %s (run cb-prepare first): %w", r.t.ID(), err)
 	}
 	final := r.build(ctx, layout)
-	data, err := writeResult(r.t, final)
+	data, err := message.Encode(final)
 	if err != nil {
 		return nil, err
 	}
-	return final, publishRetry(ctx, s.Config.Publisher, message.TopicResponse, data, r.logger)
+	if err := journal.WriteResult(r.t, data); err != nil {
+		return nil, err
+	}
+	return final, broker.PublishRetry(ctx, r.cfg.Publisher, message.TopicResponse, data, r.logger)
 }
 
 func (r *runner) respond(ctx context.Context, resp *message.Response) {
 	data, err := message.Encode(resp)
 	if err == nil {
-		err = publishRetry(ctx, r.cfg.Publisher, message.TopicResponse, data, r.logger)
+		err = broker.PublishRetry(ctx, r.cfg.Publisher, message.TopicResponse, data, r.logger)
 	}
 	if err != nil {
 		r.logger.Warn("response not sent", "response_code", resp.ResponseCode, "err", err)
@@ -426,7 +366,7 @@ func (r *runner) upload(ctx context.Context, binaries []string, repoType string)
 		return nil
 	}
 	base := filepath.Join(r.t.Binaries(), filepath.FromSlash(r.t.RepoPath()))
-	u := collect.Upload{
+	u := upload.Upload{
 		RequestID: r.req.RequestID,
 		Project:   r.req.Project,
 		Name:      r.req.Name(),
@@ -439,7 +379,7 @@ func (r *runner) upload(ctx context.Context, binaries []string, repoType string)
 		if err != nil || strings.HasPrefix(rel, "..") {
 			return fmt.Errorf("binary %s is outside %s", b, base)
 		}
-		u.Files = append(u.Files, collect.File{Path: b, Name: filepath.ToSlash(rel)})
+		u.Files = append(u.Files, upload.File{Path: b, Name: filepath.ToSlash(rel)})
 	}
 	if err := r.cfg.Uploader.Upload(ctx, u); err != nil {
 		return fmt.Errorf("upload to collector: %w", err)

@@ -38,6 +38,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cloud-builder/cb/internal/atomicfile"
 	"github.com/cloud-builder/cb/internal/message"
 )
 
@@ -197,44 +198,8 @@ func (e *Entry) write() error {
 	if err != nil {
 		return fmt.Errorf("encode journal entry: %w", err)
 	}
-	if err := WriteFileAtomic(e.path, data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(e.path, data, 0o644); err != nil {
 		return fmt.Errorf("write journal entry: %w", err)
 	}
 	return nil
-}
-
-// WriteFileAtomic writes data to path durably: temp file in the same
-// directory, fsync, rename, fsync of the directory.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // run executes an external tool from an argument vector in its own process
@@ -15,12 +14,7 @@ import (
 // (createrepo_c workers, gpg-agent launches). The error carries the tail of the
 // tool's stderr because that is what names the real problem.
 func run(ctx context.Context, env []string, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	cmd.WaitDelay = 5 * time.Second
+	cmd := proc.Command(ctx, 0, append([]string{name}, args...)...)
 	if env != nil {
 		cmd.Env = env
 	}

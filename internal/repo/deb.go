@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/atomicfile"
 )
 
 // The apt repository is a dists/ tree next to the arch directories, which
@@ -82,7 +84,7 @@ func (p *Publisher) publishDeb(ctx context.Context, r Repository, builds []Build
 		}
 	}
 	if data, err := json.Marshal(fresh); err == nil {
-		if err := writeFileAtomic(r.file(debIndexFile), data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(r.file(debIndexFile), data, 0o644); err != nil {
 			return fmt.Errorf("publish %s: %w", r.Path, err)
 		}
 	}

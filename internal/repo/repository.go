@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cloud-builder/cb/internal/atomicfile"
 	"github.com/cloud-builder/cb/internal/message"
 )
 
@@ -211,7 +212,7 @@ func (r Repository) writeBuilds(builds []Build) error {
 		buf.WriteByte('\n')
 	}
 	buf.WriteString("]\n")
-	return writeFileAtomic(r.file(filesFile), buf.Bytes(), 0o644)
+	return atomicfile.WriteFile(r.file(filesFile), buf.Bytes(), 0o644)
 }
 
 // packageFile is the original per package/arch file list.
@@ -228,7 +229,7 @@ func (r Repository) writePackageFile(b Build) error {
 	if err != nil {
 		return fmt.Errorf("encode package file list: %w", err)
 	}
-	return writeFileAtomic(r.packageFile(b.Arch, b.Name), data, 0o644)
+	return atomicfile.WriteFile(r.packageFile(b.Arch, b.Name), data, 0o644)
 }
 
 // Install moves the build's staged files (repo-relative name -> path of a
@@ -279,7 +280,7 @@ func (r Repository) Install(t Type, b Build, staged map[string]string) (changed 
 		return false, fmt.Errorf("install %s: %w", b.Name, err)
 	}
 	if cur == "" {
-		if err := writeFileAtomic(r.file(typeFile), []byte(string(t)+"\n"), 0o644); err != nil {
+		if err := atomicfile.WriteFile(r.file(typeFile), []byte(string(t)+"\n"), 0o644); err != nil {
 			return false, fmt.Errorf("install %s: %w", b.Name, err)
 		}
 	}
@@ -435,7 +436,7 @@ func (r Repository) SweepOrphans() ([]string, error) {
 // matches its files. It is removed once metadata is published, so a crash
 // in between is repaired on the next start.
 func (r Repository) MarkDirty(t Type) error {
-	if err := writeFileAtomic(r.file(updateFile), []byte(string(t)+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(r.file(updateFile), []byte(string(t)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("mark %s for update: %w", r.Path, err)
 	}
 	return nil
@@ -486,7 +487,7 @@ func (r Repository) WriteStatus(s Status) error {
 	if err != nil {
 		return fmt.Errorf("encode status: %w", err)
 	}
-	return writeFileAtomic(r.file(statusFile), data, 0o644)
+	return atomicfile.WriteFile(r.file(statusFile), data, 0o644)
 }
 
 // Discover lists the repositories below root's projects/ directory: every
@@ -568,33 +569,4 @@ func moveInto(src, dst string) error {
 		return err
 	}
 	return os.Remove(src)
-}
-
-// writeFileAtomic replaces name with data so readers see old or new, never
-// a torn file.
-func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/cloud-builder/cb/internal/atomicfile"
 )
 
 // PublicKeyArmored and PublicKeyBinary are the file names of the signing
@@ -130,7 +132,7 @@ func (s *Signer) ExportPublicKey(ctx context.Context, root string) error {
 		if len(out) == 0 {
 			return fmt.Errorf("export public key: gpg wrote nothing for %s", s.fingerprint)
 		}
-		if err := writeFileAtomic(filepath.Join(root, e.name), out, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(root, e.name), out, 0o644); err != nil {
 			return fmt.Errorf("export public key: %w", err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/metrics"
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // checkFence gives up the waiting requests once heartbeats have failed
@@ -134,6 +135,9 @@ func (s *Scheduler) lastOutput(r *run) time.Time {
 // limit plus a grace period: a build that hangs without output would
 // otherwise hold its slot, and its requester, forever.
 func (s *Scheduler) checkIdle() {
+	if s.cfg.LogIdleLimit <= 0 {
+		return
+	}
 	s.mu.Lock()
 	runs := make([]*run, 0, len(s.running))
 	for _, r := range s.running {
@@ -152,7 +156,7 @@ func (s *Scheduler) checkIdle() {
 		s.mu.Lock()
 		r.idle = idle
 		s.mu.Unlock()
-		killGroup(r.pid, syscall.SIGKILL)
+		_ = proc.KillGroup(r.pid, syscall.SIGKILL)
 	}
 }
 

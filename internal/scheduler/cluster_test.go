@@ -24,7 +24,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/cloud-builder/cb/internal/broker"
-	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
@@ -182,7 +181,7 @@ func runTestJob() int {
 	final := &message.Response{SchemaVersion: message.SchemaVersion, RequestID: e.Request.RequestID, Project: e.Request.Project,
 		Identity:     message.Identity(message.ServiceRun, host, e.Request.Project),
 		ResponseCode: message.PackageBuildSucceeded, Message: "built by " + host}
-	if err := job.Finish(ctx, client, e, t, final, logger); err != nil {
+	if err := e.Finish(ctx, client, &t, final, logger); err != nil {
 		logger.Error("finish", "err", err)
 		return 1
 	}

@@ -32,10 +32,10 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
-	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -86,7 +86,7 @@ type Config struct {
 	// Pull updates the source checkout before a rebuild; nil skips it.
 	Pull      func(ctx context.Context) error
 	Consumer  Consumer
-	Publisher job.Publisher
+	Publisher broker.Publisher
 	// Ledger, when set, is asked before a request is built or answered
 	// (see the package comment). Without it the scheduler trusts its
 	// journal alone, which is right only for a group of one runner.
@@ -104,7 +104,9 @@ type Config struct {
 	// runner cut off from the broker stops before another takes over.
 	FenceAfter time.Duration
 	// LogIdleLimit ends a running job whose logs stayed unchanged for
-	// this long (plus a minute's grace). 0 means job.DefaultLogIdleLimit.
+	// this long (plus a minute's grace); 0 leaves silent jobs alone. The
+	// CLI sets it from the runner's one log idle limit setting, the
+	// job's (job.DefaultLogIdleLimit, --log-idle-limit).
 	LogIdleLimit time.Duration
 	Logger       *slog.Logger
 	// StopGrace is how long a stopped job gets between SIGTERM and SIGKILL.
@@ -181,14 +183,11 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.FenceAfter <= 0 {
 		cfg.FenceAfter = DefaultFenceAfter
 	}
-	if cfg.LogIdleLimit <= 0 {
-		cfg.LogIdleLimit = job.DefaultLogIdleLimit
-	}
 	if err := CheckTimeouts(cfg.HeartbeatInterval, cfg.FenceAfter, cfg.StuckTimeout); err != nil {
 		return nil, err
 	}
 	if cfg.HostArch == "" {
-		cfg.HostArch = HostArch()
+		cfg.HostArch = proc.HostArch()
 	}
 	if cfg.ThisHost == "" {
 		// Heartbeats and the ledger tell runners apart by it.
@@ -227,22 +226,6 @@ func CheckTimeouts(heartbeat, fenceAfter, stuck time.Duration) error {
 		return fmt.Errorf("stuck timeout %s must exceed the fence time %s by at least a heartbeat interval %s", stuck, fenceAfter, heartbeat)
 	}
 	return nil
-}
-
-// HostArch is the machine name as uname -m prints it.
-func HostArch() string {
-	var u syscall.Utsname
-	if err := syscall.Uname(&u); err != nil {
-		return ""
-	}
-	var b strings.Builder
-	for _, c := range u.Machine {
-		if c == 0 {
-			break
-		}
-		b.WriteByte(byte(c))
-	}
-	return b.String()
 }
 
 // Run recovers the journal, then consumes requests until ctx is done. On
@@ -314,7 +297,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		cancel()
 		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 			s.logger.Warn("poll failed, retrying", "err", err)
-			sleep(ctx, time.Second)
+			proc.Sleep(ctx, time.Second)
 			continue
 		}
 		s.handleAll(ctx, recs)
@@ -331,7 +314,7 @@ func (s *Scheduler) handleAll(ctx context.Context, recs []broker.Record) {
 	if err := s.syncLedger(ctx, false); err != nil {
 		s.logger.Warn("cannot read what the cluster answered; requests wait", "err", err)
 		s.defer_(recs)
-		sleep(ctx, 2*time.Second)
+		proc.Sleep(ctx, 2*time.Second)
 		return
 	}
 	for i, rec := range recs {
@@ -342,7 +325,7 @@ func (s *Scheduler) handleAll(ctx context.Context, recs []broker.Record) {
 		if err := s.handle(ctx, rec); err != nil {
 			s.logger.Error("request not handled, trying again", "err", err, "offset", rec.Offset, "partition", rec.Partition)
 			s.defer_(recs[i:])
-			sleep(ctx, 2*time.Second)
+			proc.Sleep(ctx, 2*time.Second)
 			return
 		}
 	}
@@ -376,14 +359,7 @@ func (s *Scheduler) syncLedger(ctx context.Context, patient bool) error {
 			return err
 		}
 		s.logger.Warn("waiting for the broker to read cb-response", "err", err)
-		sleep(ctx, time.Second)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
+		proc.Sleep(ctx, time.Second)
 	}
 }
 
@@ -606,17 +582,13 @@ func (s *Scheduler) reset(ctx context.Context, old *run, e *journal.Entry) {
 		ResponseCode: message.ResetRunningBuild, Target: responseTarget(&e.Request),
 		Message: fmt.Sprintf("Kill job group for PID:%d prior rebuild", old.pid),
 	})
-	killGroup(old.pid, syscall.SIGKILL)
+	_ = proc.KillGroup(old.pid, syscall.SIGKILL)
 	<-old.done
 }
 
-func killGroup(pid int, sig syscall.Signal) {
-	if pid > 1 {
-		_ = syscall.Kill(-pid, sig)
-	}
-}
-
-// abandon gives a journaled request its final failure response.
+// abandon gives a journaled request its final failure response. Like a
+// job's, it is recorded in the target's result file before the entry is
+// marked finished, so a failed publish is resent with this reason.
 func (s *Scheduler) abandon(ctx context.Context, e *journal.Entry, why string) {
 	code := message.PackageBuildFailed
 	if e.Request.IsImage() {
@@ -627,19 +599,25 @@ func (s *Scheduler) abandon(ctx context.Context, e *journal.Entry, why string) {
 		Identity:     message.Identity(message.ServiceScheduler, s.cfg.ThisHost, e.Request.Name()),
 		ResponseCode: code, Message: "Build not completed: " + why,
 	}
-	data, err := message.Encode(resp)
+	var tp *target.Target
+	if t, err := target.ForRequest(s.cfg.RunnerRoot, &e.Request); err == nil {
+		tp = &t
+	}
+	logger := s.logger.With("request_id", e.Request.RequestID)
+	err := e.Finish(ctx, s.cfg.Publisher, tp, resp, logger)
+	if errors.Is(err, journal.ErrResultFile) {
+		// No result file (full disk?): still end the request.
+		logger.Warn("result file not written", "err", err)
+		err = e.Finish(ctx, s.cfg.Publisher, nil, resp, logger)
+	}
 	if err != nil {
-		return
-	}
-	e.Code = code
-	if err := e.Advance(journal.Finished); err != nil {
-		s.logger.Error("journal", "err", err)
-		return
-	}
-	if err := job.Publish(ctx, s.cfg.Publisher, e, data, s.logger); err != nil {
-		s.logger.Warn("final response not sent; trying again", "request_id", e.Request.RequestID, "err", err)
-		if t, terr := target.ForRequest(s.cfg.RunnerRoot, &e.Request); terr == nil {
-			s.retryLater(e, t)
+		if e.State != journal.Finished {
+			logger.Error("journal", "err", err)
+			return
+		}
+		logger.Warn("final response not sent; trying again", "err", err)
+		if tp != nil {
+			s.retryLater(e, *tp)
 		}
 		return
 	}
@@ -731,6 +709,8 @@ func (s *Scheduler) start(e *journal.Entry) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), s.cfg.JobEnv...)
+	// Its own process group, so a reset ends every tool it started (see
+	// proc.KillGroup); no context, so a scheduler crash does not end it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -874,7 +854,7 @@ func (s *Scheduler) resend(ctx context.Context, e *journal.Entry, t target.Targe
 		s.abandon(ctx, e, "result file lost: "+err.Error())
 		return
 	}
-	if err := job.Publish(ctx, s.cfg.Publisher, e, data, s.logger); err != nil {
+	if err := e.Respond(ctx, s.cfg.Publisher, data, s.logger.With("request_id", e.Request.RequestID)); err != nil {
 		s.logger.Warn("final response not sent; trying again", "request_id", e.Request.RequestID, "err", err)
 		s.retryLater(e, t)
 		return
@@ -929,14 +909,14 @@ func (s *Scheduler) stopAll() {
 	s.mu.Unlock()
 	for _, r := range runs {
 		s.logger.Info("stopping build job", "target", r.t.ID(), "pid", r.pid)
-		killGroup(r.pid, syscall.SIGTERM)
+		_ = proc.KillGroup(r.pid, syscall.SIGTERM)
 	}
 	deadline := time.After(s.cfg.StopGrace)
 	for _, r := range runs {
 		select {
 		case <-r.done:
 		case <-deadline:
-			killGroup(r.pid, syscall.SIGKILL)
+			_ = proc.KillGroup(r.pid, syscall.SIGKILL)
 			<-r.done
 		}
 	}
@@ -947,13 +927,5 @@ func (s *Scheduler) stopAll() {
 // It is written for people and for the original tooling that looks for
 // the file; the scheduler itself starts the argv directly, never a shell.
 func scriptFor(argv []string) string {
-	var b strings.Builder
-	b.WriteString("#!/bin/sh\n# started by cb-scheduler; the job runs from this argument vector\nexec")
-	for _, a := range argv {
-		b.WriteString(" '")
-		b.WriteString(strings.ReplaceAll(a, "'", `'\''`))
-		b.WriteString("'")
-	}
-	b.WriteString("\n")
-	return b.String()
+	return "#!/bin/sh\n# started by cb-scheduler; the job runs from this argument vector\nexec " + proc.Quote(argv) + "\n"
 }

@@ -100,9 +100,9 @@ func TestValidationChain(t *testing.T) {
 	}
 }
 
-func TestScriptQuotesEveryArgument(t *testing.T) {
+func TestScriptQuotesArguments(t *testing.T) {
 	got := scriptFor([]string{"/usr/bin/cb", "job", "--journal", "/r/it's here.yml"})
-	want := "#!/bin/sh\n# started by cb-scheduler; the job runs from this argument vector\nexec '/usr/bin/cb' 'job' '--journal' '/r/it'\\''s here.yml'\n"
+	want := "#!/bin/sh\n# started by cb-scheduler; the job runs from this argument vector\nexec /usr/bin/cb job --journal '/r/it'\\''s here.yml'\n"
 	if got != want {
 		t.Fatalf("scriptFor = %q\nwant %q", got, want)
 	}

@@ -3,15 +3,14 @@ package source
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 // allowedProtocols is GIT_ALLOW_PROTOCOL: the transports a repository URL
@@ -50,7 +49,7 @@ func (c gitCmd) run(ctx context.Context) ([]byte, error) {
 	}
 	stderr := &tailBuffer{max: maxStderr}
 	cmd.Stderr = stderr
-	setProcessGroup(cmd)
+	proc.Group(cmd, 0)
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("git %s: %w", c.args[0], context.Cause(ctx))
@@ -116,25 +115,6 @@ func (c gitCmd) env() []string {
 		env = append(env, "GIT_CONFIG_KEY_"+strconv.Itoa(i)+"="+kv[0], "GIT_CONFIG_VALUE_"+strconv.Itoa(i)+"="+kv[1])
 	}
 	return env
-}
-
-// setProcessGroup puts the child in its own process group and kills the
-// whole group on cancel: git starts ssh, remote helpers and pack-objects,
-// which must not outlive a cancelled fetch.
-func setProcessGroup(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		if cmd.Process == nil {
-			return nil
-		}
-		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if errors.Is(err, syscall.ESRCH) {
-			return os.ErrProcessDone
-		}
-		return err
-	}
-	// Grandchildren holding stdout open must not keep Wait blocked.
-	cmd.WaitDelay = 5 * time.Second
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -10,8 +10,10 @@
 package target
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/cloud-builder/cb/internal/message"
 )
@@ -39,6 +41,53 @@ func New(root, project, distOrSelection, arch string) (Target, error) {
 	}
 	return Target{Root: root, Project: project, Profile: distOrSelection + "." + arch}, nil
 }
+
+// Local is the target of a build outside a runner (cb-ctl
+// --build-image-local, a cb-image --target-dir elsewhere):
+// <dir>/<name>@<DIST|SELECTION>.<ARCH>, with the logs, solver file and
+// binaries next to it. Its project is the bare name.
+func Local(dir, name, distOrSelection, arch string) (Target, error) {
+	for _, n := range []string{name, distOrSelection, arch} {
+		if err := message.ValidateName(n); err != nil {
+			return Target{}, fmt.Errorf("target %s: %w", name, err)
+		}
+	}
+	return Target{Root: dir, Project: name, Profile: distOrSelection + "." + arch}, nil
+}
+
+// IsLocal reports whether t was made by Local rather than New.
+func (t Target) IsLocal() bool { return !strings.Contains(t.Project, "/") }
+
+// Parse is the inverse of Dir: it turns the target directory dir below
+// root (<root>/<project>@<DIST|SELECTION>.<ARCH>) back into the target,
+// validated as New and Local validate. A project with a slash is a
+// runner project (projects/...); a bare name is a Local target. An empty
+// root takes dir as relative to the runner root.
+func Parse(root, dir string) (Target, error) {
+	rel := filepath.ToSlash(dir)
+	if root != "" {
+		r, err := filepath.Rel(filepath.Clean(root), filepath.Clean(dir))
+		if err != nil || r == ".." || strings.HasPrefix(r, "../") || filepath.IsAbs(r) {
+			return Target{}, fmt.Errorf("target %s is not below %s", dir, root)
+		}
+		rel = filepath.ToSlash(r)
+	}
+	// Project paths cannot contain '@', so the first one ends the project.
+	project, profile, ok := strings.Cut(rel, "@")
+	if !ok {
+		return Target{}, fmt.Errorf("target %s: %w", dir, errNotTarget)
+	}
+	i := strings.LastIndexByte(profile, '.')
+	if i <= 0 || i == len(profile)-1 {
+		return Target{}, fmt.Errorf("target %s: profile %q: want DIST.ARCH or SELECTION.ARCH", dir, profile)
+	}
+	if !strings.Contains(project, "/") {
+		return Local(root, project, profile[:i], profile[i+1:])
+	}
+	return New(root, project, profile[:i], profile[i+1:])
+}
+
+var errNotTarget = errors.New("want <project>@<DIST|SELECTION>.<ARCH>")
 
 // ForRequest returns the target a build request addresses.
 func ForRequest(root string, r *message.BuildRequest) (Target, error) {

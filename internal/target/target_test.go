@@ -162,3 +162,59 @@ func TestForRequest(t *testing.T) {
 		t.Error("ForRequest accepted a traversal project built without the decoder")
 	}
 }
+
+func TestParseIsTheInverseOfDir(t *testing.T) {
+	root := t.TempDir()
+	must := func(tg Target, err error) Target {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tg
+	}
+	for _, tg := range []Target{
+		must(New(root, "projects/MS/xclock", "TW", "x86_64")),
+		must(New(root, "projects/images/leap/test-image", "standard.v2", "aarch64")),
+		must(Local(root, "cb-image-tbz", "tbz", "x86_64")),
+	} {
+		got, err := Parse(tg.Root, tg.Dir())
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", tg.Dir(), err)
+		}
+		if got != tg {
+			t.Errorf("Parse(%q) = %+v, want %+v", tg.Dir(), got, tg)
+		}
+		if got.IsLocal() != !strings.HasPrefix(tg.Project, "projects/") {
+			t.Errorf("%+v: IsLocal %v", got, got.IsLocal())
+		}
+	}
+	// Relative to the runner root, as URL paths name targets.
+	got, err := Parse("", "projects/MS/xclock@TW.x86_64")
+	if err != nil || got.Project != "projects/MS/xclock" || got.Profile != "TW.x86_64" || got.Root != "" {
+		t.Errorf("Parse relative = %+v, %v", got, err)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	root := "/var/tmp/CB"
+	for _, dir := range []string{
+		"/elsewhere/projects/x@a.b",         // not below root
+		"/var/tmp/CB/projects/x",            // no profile
+		"/var/tmp/CB/projects/x@nodot",      // no arch
+		"/var/tmp/CB/projects/x@dist.",      // empty arch
+		"/var/tmp/CB/projects/x@.arch",      // empty dist
+		"/var/tmp/CB/other/x@a.b",           // not projects/...
+		"/var/tmp/CB/projects/x@a b.x86_64", // invalid name
+		"/var/tmp/CB/-x@a.b",                // invalid local name
+		"/var/tmp/CB",
+	} {
+		if tg, err := Parse(root, dir); err == nil {
+			t.Errorf("Parse(%q) = %+v, want an error", dir, tg)
+		}
+	}
+	for _, dir := range []string{"../projects/x@a.b", "/projects/x@a.b", "projects/../x@a.b"} {
+		if tg, err := Parse("", dir); err == nil {
+			t.Errorf("Parse(\"\", %q) = %+v, want an error", dir, tg)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/proc"
 )
 
 func init() { buildroot.Register(Backend{}) }
@@ -104,11 +105,9 @@ func lock(ctx context.Context, path string) (func(), error) {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
 			return func() { f.Close() }, nil
 		}
-		select {
-		case <-ctx.Done():
+		if !proc.Sleep(ctx, 500*time.Millisecond) {
 			f.Close()
 			return nil, fmt.Errorf("wait for %s: %w", path, context.Cause(ctx))
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

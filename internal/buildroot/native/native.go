@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/buildroot"
@@ -133,8 +132,7 @@ func pruneDebs(dir string, maxAge time.Duration) error {
 		if err != nil || !strings.HasSuffix(e.Name(), ".deb") {
 			continue
 		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if ok && time.Since(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) > maxAge {
+		if ct, ok := ctime(fi); ok && time.Since(ct) > maxAge {
 			errs = append(errs, os.Remove(filepath.Join(dir, e.Name())))
 		}
 	}

@@ -1,27 +1,16 @@
-package ctl
+package job
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 
 	"github.com/cloud-builder/cb/internal/buildroot"
-	"github.com/cloud-builder/cb/internal/image"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/mirror"
 	"github.com/cloud-builder/cb/internal/target"
 )
-
-// LocalDeps are the options of --build-dependencies-local.
-type LocalDeps struct {
-	Dir        string // package or image description directory
-	RunnerRoot string // where --build-package-local keeps its targets
-	Dist       string // packages
-	Selection  string // images
-	Arch       string
-}
 
 // Requested is the buildroot a package's description asks for, before a
 // package manager resolved it.
@@ -45,92 +34,96 @@ type Repository struct {
 	Components   []string `json:"components,omitempty"`
 }
 
-// LocalDependencies prints the buildroot package list of the package or
+// Dependencies is the buildroot package list of a local target.
+type Dependencies struct {
+	// SolverFile is the resolved list of a local build of the target
+	// that is newer than the description; empty when there is none.
+	SolverFile string
+	// Requested is what the description asks for, when there is no
+	// SolverFile (packages only).
+	Requested *Requested
+	// Description is the description file, relative to the package.
+	Description string
+}
+
+// LocalDependencies finds the buildroot package list of the package or
 // image in o.Dir without a broker. When a local build of the target
-// exists that is newer than the description, its solver file (the
-// resolved list) is printed; otherwise, for packages, the list the
-// description requests for the profile, with the source's build
-// dependencies. Images have no description of their own to read here, so
-// they need an earlier --build-image-local.
-func LocalDependencies(o LocalDeps, stdout, stderr io.Writer) error {
+// exists that is newer than the description, that is its solver file (the
+// resolved list); otherwise, for packages, the list the description
+// requests for the profile, with the source's build dependencies. Images
+// have no description of their own to read here, so they need an earlier
+// LocalImage. Package targets are looked up below cfg.RunnerRoot.
+func LocalDependencies(cfg Config, o Local) (*Dependencies, error) {
+	if err := o.defaults(); err != nil {
+		return nil, fmt.Errorf("--arch: %w", err)
+	}
 	meta, err := message.LoadMetadata(o.Dir)
 	if err != nil {
-		return err
-	}
-	if err := message.ValidateName(o.Arch); err != nil {
-		return fmt.Errorf("--arch: %w", err)
+		return nil, err
 	}
 	var t target.Target
 	var desc string
 	switch {
 	case o.Dist != "" && o.Selection != "":
-		return errors.New("--dist and --selection exclude each other")
+		return nil, errors.New("--dist and --selection exclude each other")
 	case o.Dist != "":
 		if _, ok := meta.FindDistribution(o.Dist, o.Arch); !ok {
-			return fmt.Errorf("%s has no target %s.%s in %s", meta.Name, o.Dist, o.Arch, message.MetadataFile)
+			return nil, fmt.Errorf("%s has no target %s.%s in %s", meta.Name, o.Dist, o.Arch, message.MetadataFile)
 		}
-		if t, err = target.New(o.RunnerRoot, "projects/local/"+meta.Name, o.Dist, o.Arch); err != nil {
-			return err
+		if t, err = target.New(cfg.RunnerRoot, localProject+meta.Name, o.Dist, o.Arch); err != nil {
+			return nil, err
 		}
 		desc = buildroot.DescriptionFile
 	case o.Selection != "":
 		if _, ok := meta.FindImage(o.Selection, o.Arch); !ok {
-			return fmt.Errorf("%s has no image selection %s for %s in %s", meta.Name, o.Selection, o.Arch, message.MetadataFile)
+			return nil, fmt.Errorf("%s has no image selection %s for %s in %s", meta.Name, o.Selection, o.Arch, message.MetadataFile)
 		}
-		if err := message.ValidateName(o.Selection); err != nil {
-			return fmt.Errorf("--selection: %w", err)
+		if t, err = target.Local(o.Dir, meta.Name, o.Selection, o.Arch); err != nil {
+			return nil, fmt.Errorf("--selection: %w", err)
 		}
-		t = image.LocalTarget(o.Dir, meta.Name, o.Selection, o.Arch)
 		desc = message.MetadataFile
 	default:
-		return errors.New("--dist (package) or --selection (image) is required")
+		return nil, errors.New("--dist (package) or --selection (image) is required")
 	}
 
 	root, err := os.OpenRoot(o.Dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer root.Close()
 	descInfo, err := root.Stat(desc)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", desc, err)
+		return nil, fmt.Errorf("read %s: %w", desc, err)
 	}
 	if fi, err := os.Stat(t.SolverFile()); err == nil && fi.ModTime().After(descInfo.ModTime()) {
-		f, err := os.Open(t.SolverFile())
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		fmt.Fprintf(stderr, "cb-ctl: resolved package list of the local build: %s\n", t.SolverFile())
-		_, err = io.Copy(stdout, f)
-		return err
+		return &Dependencies{SolverFile: t.SolverFile(), Description: desc}, nil
 	}
 	if o.Selection != "" {
-		return fmt.Errorf("no local build of %s@%s: run --build-image-local --selection=%s first", meta.Name, t.Profile, o.Selection)
+		return nil, fmt.Errorf("no local build of %s@%s: run --build-image-local --selection=%s first", meta.Name, t.Profile, o.Selection)
 	}
 
 	raw, err := root.ReadFile(desc)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s is missing", desc)
+		return nil, fmt.Errorf("%s is missing", desc)
 	}
 	if err != nil {
-		return fmt.Errorf("read %s: %w", desc, err)
+		return nil, fmt.Errorf("read %s: %w", desc, err)
 	}
 	data, err := mirror.Substitute(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d, err := buildroot.ParseDescription(data)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p, err := d.Profile(t.Profile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	deps, err := buildroot.BuildDeps(o.Dir, p.Arch)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r := Requested{Profile: p.Name, PackageManager: p.PackageManager, Repositories: []Repository{},
 		Bootstrap: p.Bootstrap, Packages: p.Packages, BuildDependencies: deps}
@@ -142,6 +135,5 @@ func LocalDependencies(o LocalDeps, stdout, stderr io.Writer) error {
 			*s = []string{}
 		}
 	}
-	fmt.Fprintf(stderr, "cb-ctl: no local build newer than %s: printing what the %s profile requests (unresolved)\n", desc, p.Name)
-	return PrintJSON(stdout, r)
+	return &Dependencies{Requested: &r, Description: desc}, nil
 }

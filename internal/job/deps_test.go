@@ -1,15 +1,13 @@
-package ctl_test
+package job_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cloud-builder/cb/internal/ctl"
+	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -45,16 +43,17 @@ func localPackage(t *testing.T) string {
 func TestLocalDependencies(t *testing.T) {
 	dir := localPackage(t)
 	root := t.TempDir()
-	o := ctl.LocalDeps{Dir: dir, RunnerRoot: root, Dist: "bookworm", Arch: "x86_64"}
+	cfg := job.Config{RunnerRoot: root}
+	o := job.Local{Dir: dir, Dist: "bookworm", Arch: "x86_64"}
 
-	var out, errOut bytes.Buffer
-	if err := ctl.LocalDependencies(o, &out, &errOut); err != nil {
+	deps, err := job.LocalDependencies(cfg, o)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var r ctl.Requested
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
+	if deps.SolverFile != "" || deps.Requested == nil {
+		t.Fatalf("no local build yet, got %+v", deps)
 	}
+	r := *deps.Requested
 	if r.Profile != "bookworm.x86_64" || r.PackageManager != "apt" || r.Resolved ||
 		strings.Join(r.Packages, ",") != "fakeroot" || strings.Join(r.Bootstrap, ",") != "ca-certificates" ||
 		strings.Join(r.BuildDependencies, ",") != "build-essential,debhelper-compat,libx11-dev" ||
@@ -70,22 +69,34 @@ func TestLocalDependencies(t *testing.T) {
 	writeFile(t, tg.SolverFile(), `{"packages":{"gcc":{}}}`)
 	later := time.Now().Add(time.Minute)
 	os.Chtimes(tg.SolverFile(), later, later)
-	out.Reset()
-	if err := ctl.LocalDependencies(o, &out, &errOut); err != nil {
+	deps, err = job.LocalDependencies(cfg, o)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if out.String() != `{"packages":{"gcc":{}}}` {
-		t.Fatalf("solver file not printed: %q", out.String())
+	if deps.SolverFile != tg.SolverFile() || deps.Requested != nil {
+		t.Fatalf("solver file of the local build not chosen: %+v", deps)
 	}
 
-	for _, bad := range []ctl.LocalDeps{
-		{Dir: dir, RunnerRoot: root, Dist: "sid", Arch: "x86_64"},
-		{Dir: dir, RunnerRoot: root, Selection: "standard", Arch: "x86_64"},
-		{Dir: dir, RunnerRoot: root, Arch: "x86_64"},
-		{Dir: t.TempDir(), RunnerRoot: root, Dist: "bookworm", Arch: "x86_64"},
+	for _, bad := range []job.Local{
+		{Dir: dir, Dist: "sid", Arch: "x86_64"},
+		{Dir: dir, Selection: "standard", Arch: "x86_64"},
+		{Dir: dir, Arch: "x86_64"},
+		{Dir: dir, Dist: "bookworm", Selection: "standard", Arch: "x86_64"},
+		{Dir: dir, Dist: "bookworm", Arch: "x86 64"},
+		{Dir: t.TempDir(), Dist: "bookworm", Arch: "x86_64"},
 	} {
-		if err := ctl.LocalDependencies(bad, &out, &errOut); err == nil {
-			t.Errorf("%+v accepted", bad)
+		if deps, err := job.LocalDependencies(cfg, bad); err == nil {
+			t.Errorf("%+v accepted: %+v", bad, deps)
 		}
+	}
+}
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

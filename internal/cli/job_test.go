@@ -1,0 +1,36 @@
+package cli
+
+import (
+	"flag"
+	"io"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// The scheduler starts `cb job` with jobArgs; the job parses them with
+// register. Both sides must agree on every runner flag.
+func TestJobArgsRoundTrip(t *testing.T) {
+	env := &Env{Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }}
+	for _, in := range []runnerFlags{
+		{runnerConfig: "/etc/cloud_builder_runner.yml", runnerRoot: "/var/tmp/CB", sources: "/srv/src", thisHost: "runner-1", group: "debian",
+			brokerHosts: "b1:9092,b2:9092", collectorURL: "https://repo:8080", collectorTokenFile: "/etc/cb/token",
+			backend: "native", cacheDir: "/var/cache/cb", buildTimeout: 90 * time.Minute},
+		{runnerConfig: "/r/runner.yml", runnerRoot: "/r o/o't", sources: "/s", thisHost: "h", group: "g", brokerHosts: "127.0.0.1:9092",
+			backend: "auto", buildTimeout: time.Hour},
+	} {
+		fs := flag.NewFlagSet("job", flag.ContinueOnError)
+		var out runnerFlags
+		out.register(fs, env)
+		brokerConfig := fs.String("broker-config", "", "")
+		if err := fs.Parse(in.jobArgs("/etc/cloud_builder_broker.yml")); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(out, in) {
+			t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
+		}
+		if *brokerConfig != "/etc/cloud_builder_broker.yml" || fs.NArg() != 0 {
+			t.Errorf("broker config %q, rest %q", *brokerConfig, fs.Args())
+		}
+	}
+}
