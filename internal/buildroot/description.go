@@ -28,6 +28,9 @@ type Repository struct {
 	Distribution string   // apt-deb suite; empty for a flat repository
 	Components   []string // apt-deb components
 	Alias        string
+	// SigningKeys are the <signing key="..."/> URLs of the source; kiwi
+	// imports them.
+	SigningKeys []string
 }
 
 // Profile is what one DIST.ARCH profile of a description asks for: the
@@ -86,7 +89,10 @@ type xmlRepository struct {
 	Distribution string `xml:"distribution,attr"`
 	Components   string `xml:"components,attr"`
 	Source       struct {
-		Path string `xml:"path,attr"`
+		Path    string `xml:"path,attr"`
+		Signing []struct {
+			Key string `xml:"key,attr"`
+		} `xml:"signing"`
 	} `xml:"source"`
 }
 
@@ -263,6 +269,9 @@ func archMatches(attr, arch string) bool {
 
 func newRepository(r xmlRepository) (Repository, error) {
 	repo := Repository{Type: r.Type, Path: strings.TrimSpace(r.Source.Path), Distribution: r.Distribution, Alias: r.Alias}
+	for _, k := range r.Source.Signing {
+		repo.SigningKeys = append(repo.SigningKeys, strings.TrimSpace(k.Key))
+	}
 	switch r.Type {
 	case RepoAptDeb:
 		repo.Components = strings.FieldsFunc(r.Components, func(c rune) bool { return c == ' ' || c == ',' })

@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/scheduler"
 	"github.com/cloud-builder/cb/internal/target"
 	"github.com/cloud-builder/cb/internal/upload"
@@ -30,7 +32,9 @@ type runnerFlags struct {
 	collectorURL, collectorTokenFile     string
 	backend, cacheDir                    string
 	buildTimeout                         time.Duration
-	logIdleLimit, fenceAfter             time.Duration
+	logIdle                              time.Duration
+	sandbox                              config.Sandbox
+	fenceAfter                           time.Duration
 }
 
 func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
@@ -46,7 +50,7 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
 	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
-	fs.DurationVar(&f.logIdleLimit, "log-idle-limit", job.DefaultLogIdleLimit, "end a build whose logs stay idle this long")
+	fs.DurationVar(&f.logIdle, "log-idle-limit", 0, "end a build that printed nothing for this long (default: sandbox.log_idle of the runner config, else "+job.DefaultLogIdle.String()+")")
 	fs.DurationVar(&f.fenceAfter, "fence-after", scheduler.DefaultFenceAfter, "stop builds when the runner's heartbeat has not reached the broker this long")
 }
 
@@ -71,6 +75,25 @@ func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
 	if f.collectorTokenFile == "" {
 		f.collectorTokenFile = cfg.Collector.TokenFile
 	}
+	f.sandbox = cfg.Sandbox
+	if f.logIdle == 0 {
+		f.logIdle = f.sandbox.LogIdle
+	}
+}
+
+// confine sets how the job's builds are confined: sandbox: of the runner
+// config, the flags, and the collector as an allowed repository.
+func (f *runnerFlags) confine(jc *job.Config) {
+	sb := f.sandbox
+	jc.IDs = sandbox.IDMap{UID: sb.IDs.UID, GID: sb.IDs.GID, Count: sb.IDs.Count}
+	jc.Limits = cgroup.Limits{Memory: sb.Memory, Pids: sb.Pids, CPUWeight: sb.CPUWeight}
+	jc.MaxWrite = sb.MaxWrite
+	jc.LogIdle = f.logIdle
+	jc.PrepareTimeout = sb.PrepareTimeout
+	jc.AllowRepositories = append([]string(nil), sb.AllowRepositories...)
+	if f.collectorURL != "" {
+		jc.AllowRepositories = append(jc.AllowRepositories, strings.TrimRight(f.collectorURL, "/"))
+	}
 }
 
 // jobArgs is the argument list of a `cb job` process that runs with the
@@ -80,7 +103,10 @@ func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 	args := []string{"--runner-root", f.runnerRoot, "--sources", f.sources,
 		"--this-host", f.thisHost, "--runner-group", f.group, "--broker", f.brokerHosts,
 		"--broker-config", brokerConfig, "--runner-config", f.runnerConfig, "--backend", f.backend, "--build-timeout", f.buildTimeout.String(),
-		"--log-idle-limit", f.logIdleLimit.String(), "--fence-after", f.fenceAfter.String()}
+		"--fence-after", f.fenceAfter.String()}
+	if f.logIdle != 0 {
+		args = append(args, "--log-idle-limit", f.logIdle.String())
+	}
 	if f.cacheDir != "" {
 		args = append(args, "--cache-dir", f.cacheDir)
 	}
@@ -95,9 +121,11 @@ func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 
 // jobConfig is the part of a job's Config the runner flags give.
 func (f *runnerFlags) jobConfig(logger *slog.Logger) job.Config {
-	return job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, ThisHost: f.thisHost, RunnerGroup: f.group,
-		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout, LogIdleLimit: f.logIdleLimit,
+	jc := job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, ThisHost: f.thisHost, RunnerGroup: f.group,
+		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout,
 		Lease: target.LeaseFile(f.runnerRoot), FenceAfter: f.fenceAfter, Logger: logger}
+	f.confine(&jc)
+	return jc
 }
 
 // uploader returns the collector client, or nil when no collector is set.

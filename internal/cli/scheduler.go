@@ -121,8 +121,11 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 	}
 	defer reader.Close()
 	ledger := scheduler.NewLedger(reader, since, rf.thisHost, logger.With("component", "ledger"))
-	if rf.logIdleLimit <= 0 {
-		rf.logIdleLimit = job.DefaultLogIdleLimit
+	// The one log idle limit: the job's sandbox ends a silent build at
+	// it, the scheduler (outside the job) a minute later.
+	logIdle := rf.logIdle
+	if logIdle <= 0 {
+		logIdle = job.DefaultLogIdle
 	}
 	if rf.fenceAfter <= 0 {
 		rf.fenceAfter = scheduler.DefaultFenceAfter
@@ -142,7 +145,7 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		BuildLimit: o.buildLimit, PollTimeout: o.pollTimeout, JobCommand: jobCmd, JobEnv: jobEnv,
 		Pull:     func(ctx context.Context) error { return source.Pull(ctx, sources, logger) },
 		Consumer: consumer, Publisher: client, Logger: logger, ArtifactURL: announcedArtifactURL(cfg, rf.thisHost), Ledger: ledger,
-		HeartbeatInterval: o.heartbeat, StuckTimeout: o.stuck, FenceAfter: rf.fenceAfter, LogIdleLimit: rf.logIdleLimit,
+		HeartbeatInterval: o.heartbeat, StuckTimeout: o.stuck, FenceAfter: rf.fenceAfter, LogIdleLimit: logIdle,
 	})
 	if err != nil {
 		return err

@@ -27,8 +27,10 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 	"github.com/cloud-builder/cb/internal/upload"
 )
@@ -59,12 +61,24 @@ type Config struct {
 	Backend       string // buildroot backend: auto, kiwi, native
 	BuildTimeout  time.Duration
 	MaxLogBytes   int64
-	// LogIdleLimit is how long a build may go without writing to its
-	// logs before it is ended as stuck. It is the one setting of that
-	// limit: the scheduler ends a job whose logs stay idle for longer
-	// (plus a grace period, so that a job that ends itself wins), and a
-	// sandbox that watches the build's output reads it from here.
-	LogIdleLimit time.Duration
+	// IDs is the host id range builds run as (sandbox.DefaultIDs when
+	// zero).
+	IDs sandbox.IDMap
+	// Limits are each build's cgroup limits; zero fields take
+	// DefaultLimits' values.
+	Limits cgroup.Limits
+	// MaxWrite caps the bytes a build may write (DefaultMaxWrite when 0).
+	MaxWrite int64
+	// LogIdle ends a build that wrote no output for that long
+	// (DefaultLogIdle when 0).
+	LogIdle time.Duration
+	// PrepareTimeout bounds the creation of a buildroot
+	// (buildroot.DefaultTimeout when 0).
+	PrepareTimeout time.Duration
+	// AllowRepositories are the repository URLs a build_root.kiwi may
+	// name besides the runner's apt sources: the collector's and the
+	// configured ones.
+	AllowRepositories []string
 	// Lease is the file the scheduler touches each time its heartbeat
 	// reached the broker. When it is older than FenceAfter the job stops
 	// without a final response and releases its request: the runner has
@@ -75,10 +89,6 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-// DefaultLogIdleLimit ends builds that wrote nothing for two hours (OBS's
-// logidlelimit default is of the same order).
-const DefaultLogIdleLimit = 2 * time.Hour
-
 // ErrFenced is the cause of a job stopped because its runner lost contact
 // with the broker for longer than the fence time.
 var ErrFenced = errors.New("runner lost contact with the broker for longer than the fence time")
@@ -88,6 +98,16 @@ const DefaultBuildTimeout = 4 * time.Hour
 
 // DefaultMaxLogBytes caps a build log.
 const DefaultMaxLogBytes = 64 << 20
+
+// DefaultLimits are a build's cgroup limits when the runner sets none.
+var DefaultLimits = cgroup.Limits{Memory: 8 << 30, Pids: 4096, CPUWeight: 100}
+
+// DefaultMaxWrite caps what one build may write.
+const DefaultMaxWrite = 32 << 30
+
+// DefaultLogIdle ends a build that printed nothing for two hours, like
+// OBS' logidlelimit and sbuild's stalled-package timeout.
+const DefaultLogIdle = 120 * time.Minute
 
 func (c *Config) defaults() {
 	if c.CacheDir == "" {
@@ -102,8 +122,20 @@ func (c *Config) defaults() {
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = DefaultMaxLogBytes
 	}
-	if c.LogIdleLimit == 0 {
-		c.LogIdleLimit = DefaultLogIdleLimit
+	if c.Limits.Memory == 0 {
+		c.Limits.Memory = DefaultLimits.Memory
+	}
+	if c.Limits.Pids == 0 {
+		c.Limits.Pids = DefaultLimits.Pids
+	}
+	if c.Limits.CPUWeight == 0 {
+		c.Limits.CPUWeight = DefaultLimits.CPUWeight
+	}
+	if c.MaxWrite == 0 {
+		c.MaxWrite = DefaultMaxWrite
+	}
+	if c.LogIdle == 0 {
+		c.LogIdle = DefaultLogIdle
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -324,11 +356,15 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	defer logf.Close()
 	start := time.Now()
 	layout, err := buildroot.Prepare(ctx, buildroot.Options{
-		CacheDir: r.cfg.CacheDir,
-		Backend:  r.cfg.Backend,
-		Fresh:    r.req.FreshBuildRoot || r.clean,
-		Log:      logf,
-		Logger:   r.logger,
+		CacheDir:          r.cfg.CacheDir,
+		Backend:           r.cfg.Backend,
+		Fresh:             r.req.FreshBuildRoot || r.clean,
+		Timeout:           r.cfg.PrepareTimeout,
+		MaxLogBytes:       r.cfg.MaxLogBytes,
+		IDs:               r.cfg.IDs,
+		AllowRepositories: r.cfg.AllowRepositories,
+		Log:               logf,
+		Logger:            r.logger,
 	}, r.pkgDir(), r.t)
 	r.note(func(e *journal.Entry) { e.Prepare = time.Since(start) })
 	if err != nil {

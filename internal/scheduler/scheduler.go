@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
@@ -106,7 +107,7 @@ type Config struct {
 	// LogIdleLimit ends a running job whose logs stayed unchanged for
 	// this long (plus a minute's grace); 0 leaves silent jobs alone. The
 	// CLI sets it from the runner's one log idle limit setting, the
-	// job's (job.DefaultLogIdleLimit, --log-idle-limit).
+	// job's (job.DefaultLogIdle, --log-idle-limit, sandbox.log_idle).
 	LogIdleLimit time.Duration
 	Logger       *slog.Logger
 	// StopGrace is how long a stopped job gets between SIGTERM and SIGKILL.
@@ -584,6 +585,19 @@ func (s *Scheduler) reset(ctx context.Context, old *run, e *journal.Entry) {
 	})
 	_ = proc.KillGroup(old.pid, syscall.SIGKILL)
 	<-old.done
+	s.closeGroups(old)
+}
+
+// closeGroups kills and removes the cgroups a job made for its builds and
+// buildroot tools: a job killed with SIGKILL cannot, and processes that
+// left its process group live on in them.
+func (s *Scheduler) closeGroups(r *run) {
+	if r.pid <= 1 {
+		return
+	}
+	if err := cgroup.CloseOwned(r.pid); err != nil {
+		s.logger.Warn("kill the cgroups of a job", "target", r.t.ID(), "pid", r.pid, "err", err)
+	}
 }
 
 // abandon gives a journaled request its final failure response. Like a
@@ -919,6 +933,7 @@ func (s *Scheduler) stopAll() {
 			_ = proc.KillGroup(r.pid, syscall.SIGKILL)
 			<-r.done
 		}
+		s.closeGroups(r)
 	}
 	s.wg.Wait()
 }
