@@ -15,6 +15,8 @@ import (
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/sandbox"
+	"github.com/cloud-builder/cb/internal/scheduler"
+	"github.com/cloud-builder/cb/internal/target"
 	"github.com/cloud-builder/cb/internal/upload"
 )
 
@@ -32,6 +34,7 @@ type runnerFlags struct {
 	buildTimeout                         time.Duration
 	logIdle                              time.Duration
 	sandbox                              config.Sandbox
+	fenceAfter                           time.Duration
 }
 
 func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
@@ -48,6 +51,7 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
 	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
 	fs.DurationVar(&f.logIdle, "log-idle-limit", 0, "end a build that printed nothing for this long (default: sandbox.log_idle of the runner config, else "+job.DefaultLogIdle.String()+")")
+	fs.DurationVar(&f.fenceAfter, "fence-after", scheduler.DefaultFenceAfter, "stop builds when the runner's heartbeat has not reached the broker this long")
 }
 
 // resolve fills defaults from the broker config.
@@ -98,7 +102,8 @@ func (f *runnerFlags) confine(jc *job.Config) {
 func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 	args := []string{"--runner-root", f.runnerRoot, "--sources", f.sources,
 		"--this-host", f.thisHost, "--runner-group", f.group, "--broker", f.brokerHosts,
-		"--broker-config", brokerConfig, "--runner-config", f.runnerConfig, "--backend", f.backend, "--build-timeout", f.buildTimeout.String()}
+		"--broker-config", brokerConfig, "--runner-config", f.runnerConfig, "--backend", f.backend, "--build-timeout", f.buildTimeout.String(),
+		"--fence-after", f.fenceAfter.String()}
 	if f.logIdle != 0 {
 		args = append(args, "--log-idle-limit", f.logIdle.String())
 	}
@@ -117,7 +122,8 @@ func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 // jobConfig is the part of a job's Config the runner flags give.
 func (f *runnerFlags) jobConfig(logger *slog.Logger) job.Config {
 	jc := job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, ThisHost: f.thisHost, RunnerGroup: f.group,
-		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout, Logger: logger}
+		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout,
+		Lease: target.LeaseFile(f.runnerRoot), FenceAfter: f.fenceAfter, Logger: logger}
 	f.confine(&jc)
 	return jc
 }

@@ -16,6 +16,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -78,8 +79,19 @@ type Config struct {
 	// name besides the runner's apt sources: the collector's and the
 	// configured ones.
 	AllowRepositories []string
-	Logger            *slog.Logger
+	// Lease is the file the scheduler touches each time its heartbeat
+	// reached the broker. When it is older than FenceAfter the job stops
+	// without a final response and releases its request: the runner has
+	// lost the broker, and the request's partition owner is about to
+	// build it elsewhere. "" or 0 turns the fence off (stand-alone use).
+	Lease      string
+	FenceAfter time.Duration
+	Logger     *slog.Logger
 }
+
+// ErrFenced is the cause of a job stopped because its runner lost contact
+// with the broker for longer than the fence time.
+var ErrFenced = errors.New("runner lost contact with the broker for longer than the fence time")
 
 // DefaultBuildTimeout bounds one build step.
 const DefaultBuildTimeout = 4 * time.Hour
@@ -147,6 +159,8 @@ func Run(ctx context.Context, cfg Config, e *journal.Entry) error {
 	if err := os.MkdirAll(filepath.Dir(t.Dir()), 0o755); err != nil {
 		return fmt.Errorf("job %s: %w", req.RequestID, err)
 	}
+	ctx, stopFence := fence(ctx, cfg.Lease, cfg.FenceAfter, logger)
+	defer stopFence()
 	r := &runner{cfg: cfg, e: e, t: t, req: req, logger: logger}
 	r.clean = e.Clean
 	var final *message.Response
@@ -155,12 +169,54 @@ func Run(ctx context.Context, cfg Config, e *journal.Entry) error {
 	} else {
 		final = r.pkg(ctx)
 	}
+	if errors.Is(context.Cause(ctx), ErrFenced) {
+		// Not this build's fault, and not ours to answer any more.
+		e.Attempts--
+		if err := e.Advance(journal.Released); err != nil {
+			return err
+		}
+		return fmt.Errorf("job %s: %w", req.RequestID, ErrFenced)
+	}
 	if ctx.Err() != nil {
 		// Stopped from outside (reset, shutdown): no final response; the
 		// scheduler answers for a reset and resumes after a shutdown.
 		return fmt.Errorf("job %s: %w", req.RequestID, context.Cause(ctx))
 	}
 	return e.Finish(ctx, cfg.Publisher, &t, final, logger)
+}
+
+// fence cancels ctx with ErrFenced once the lease file is older than
+// after. A lease that cannot be read counts as stale only once it has been
+// missing for after as well: the scheduler writes it before any job starts.
+func fence(ctx context.Context, lease string, after time.Duration, logger *slog.Logger) (context.Context, func()) {
+	if lease == "" || after <= 0 {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(min(after/4, time.Second))
+		defer tick.Stop()
+		seen := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if fi, err := os.Stat(lease); err == nil {
+				seen = fi.ModTime()
+			}
+			if age := time.Since(seen); age > after {
+				logger.Warn("stopping the build: the runner's heartbeat has not reached the broker", "since", age.Round(time.Second), "fence_after", after)
+				cancel(ErrFenced)
+				return
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
 }
 
 type runner struct {

@@ -2,6 +2,7 @@ package message
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -23,7 +24,12 @@ type Heartbeat struct {
 	// (logs, binaries), "" when it has none.
 	ArtifactURL string `yaml:"artifact_url,omitempty" json:"artifact_url,omitempty"`
 	BuildLimit  int    `yaml:"build_limit" json:"build_limit"`
-	Identity    string `yaml:"identity" json:"identity"` // CBScheduler:HOST:PID:(system)
+	// Builds names every request the runner has taken on and not
+	// answered yet. The other runners of the group read it: a request
+	// that no heartbeat names for their stuck timeout is built again by
+	// the runner that owns its partition.
+	Builds   []HeartbeatBuild `yaml:"builds,omitempty" json:"builds,omitempty"`
+	Identity string           `yaml:"identity" json:"identity"` // CBScheduler:HOST:PID:(system)
 	// Interval is the seconds until the next heartbeat.
 	Interval float64 `yaml:"interval" json:"interval"`
 	// QueueLag is the number of requests of the runner group not yet
@@ -39,6 +45,27 @@ type Heartbeat struct {
 	// Waiting is the number of accepted builds waiting for a build slot.
 	Waiting int `yaml:"waiting" json:"waiting"`
 }
+
+// Build states in a heartbeat.
+const (
+	HeartbeatWaiting  = "waiting"  // journaled, waiting for a free build slot
+	HeartbeatRunning  = "running"  // a job process works on it
+	HeartbeatFinished = "finished" // built; the final response is not out yet
+)
+
+// HeartbeatBuild is one request a runner works on.
+type HeartbeatBuild struct {
+	LastOutput string `yaml:"last_output,omitempty" json:"last_output,omitempty"` // newest log write, TimeFormat UTC
+	PID        int    `yaml:"pid,omitempty" json:"pid,omitempty"`
+	Project    string `yaml:"project" json:"project"`
+	RequestID  string `yaml:"request_id" json:"request_id"`
+	State      string `yaml:"state" json:"state"`
+	Target     string `yaml:"target" json:"target"` // DIST.ARCH or SELECTION.ARCH
+}
+
+// maxHeartbeatBuilds bounds the list a decoder accepts; a runner has at
+// most its build limit running plus what waits in its journal.
+const maxHeartbeatBuilds = 10000
 
 // DecodeHeartbeat decodes a heartbeat and validates its names.
 func DecodeHeartbeat(data []byte) (*Heartbeat, error) {
@@ -95,7 +122,8 @@ func DecodeHeartbeat(data []byte) (*Heartbeat, error) {
 		if _, err := time.Parse(TimeFormat, h.Time); err != nil {
 			return &FieldError{"utc_time", "want " + TimeFormat}
 		}
-		return nil
+		h.Builds, err = heartbeatBuilds(f)
+		return err
 	}()
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat: %w", err)
@@ -107,4 +135,68 @@ func DecodeHeartbeat(data []byte) (*Heartbeat, error) {
 func (h *Heartbeat) SentAt() time.Time {
 	t, _ := time.Parse(TimeFormat, h.Time)
 	return t
+}
+
+func heartbeatBuilds(f fields) ([]HeartbeatBuild, error) {
+	builds, err := f.list("", "builds")
+	if err != nil {
+		return nil, err
+	}
+	if len(builds) > maxHeartbeatBuilds {
+		return nil, &FieldError{"builds", fmt.Sprintf("more than %d entries", maxHeartbeatBuilds)}
+	}
+	var out []HeartbeatBuild
+	for i, b := range builds {
+		m, ok := b.(map[string]any)
+		if !ok {
+			return nil, &FieldError{fmt.Sprintf("builds[%d]", i), "must be a mapping"}
+		}
+		bf, key := fields(m), fmt.Sprintf("builds[%d]", i)
+		var hb HeartbeatBuild
+		if hb.RequestID, err = bf.str(key, "request_id", true); err != nil {
+			return nil, err
+		}
+		if err := validateNameField(key+".request_id", hb.RequestID); err != nil {
+			return nil, err
+		}
+		if hb.State, err = bf.str(key, "state", true); err != nil {
+			return nil, err
+		}
+		if hb.Project, err = bf.str(key, "project", false); err != nil {
+			return nil, err
+		}
+		if hb.Target, err = bf.str(key, "target", false); err != nil {
+			return nil, err
+		}
+		if hb.PID, err = bf.integer(key, "pid"); err != nil {
+			return nil, err
+		}
+		if hb.LastOutput, err = bf.str(key, "last_output", false); err != nil {
+			return nil, err
+		}
+		if hb.LastOutput != "" {
+			if _, err := time.Parse(TimeFormat, hb.LastOutput); err != nil {
+				return nil, &FieldError{key + ".last_output", "want " + TimeFormat}
+			}
+		}
+		out = append(out, hb)
+	}
+	return out, nil
+}
+
+// IdentityHost returns the HOST part of an identity SERVICE:HOST:PID:NAME,
+// or "" when the identity has another shape.
+func IdentityHost(identity string) string {
+	service, rest, ok := strings.Cut(identity, ":")
+	if !ok || service == "" {
+		return ""
+	}
+	host, rest, ok := strings.Cut(rest, ":")
+	if !ok {
+		return ""
+	}
+	if _, _, ok := strings.Cut(rest, ":"); !ok {
+		return ""
+	}
+	return host
 }
