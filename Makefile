@@ -1,6 +1,6 @@
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-SERVICES := broker ctl fetch scheduler prepare run image info collect depsolver
+SERVICES := broker ctl fetch scheduler prepare run image info collect depsolver web
 
 .PHONY: build test test-short vet fmt clean
 

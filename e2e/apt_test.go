@@ -46,6 +46,11 @@ func aptInstall(t *testing.T, runnerRoot, collectorURL, project, repoPath, pkg s
 	if err := os.WriteFile(filepath.Join(upper, "etc/apt/sources.list.d/cb.list"), []byte(line), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The command runs as root of the sandbox's id range, which must own
+	// what it is to change, like the cached root below.
+	if err := sandbox.ShiftOwner(upper, sandbox.DefaultIDs); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	runIn := func(argv ...string) {
 		t.Helper()

@@ -51,7 +51,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build cb:", err)
 		os.Exit(1)
 	}
-	for _, s := range []string{"ctl", "fetch", "scheduler", "prepare", "run", "image", "info", "collect", "depsolver"} {
+	for _, s := range []string{"ctl", "fetch", "scheduler", "prepare", "run", "image", "info", "collect", "depsolver", "web"} {
 		if err := os.Symlink("cb", filepath.Join(dir, "cb-"+s)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -125,7 +125,13 @@ func (b *syncBuffer) String() string {
 // end of the test, and its output is shown when the test failed.
 func start(t *testing.T, env []string, prog string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, prog), args...)
+	return startPath(t, env, filepath.Join(bin, prog), args...)
+}
+
+// startPath is start for a program given by its path.
+func startPath(t *testing.T, env []string, prog string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(prog, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{name: prog, cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log

@@ -85,6 +85,24 @@ func TestUp(t *testing.T) {
 		}
 		return idle == len(want) && len(g.Targets) == len(want)
 	})
+	// The web UI on the repository address knows every example's state.
+	uiShows := func(when string) {
+		t.Helper()
+		waitFor(t, time.Minute, "web UI "+when, func() bool {
+			var o struct {
+				Counts map[string]int `json:"counts"`
+			}
+			resp, err := httpGetErr(repoURL + "/api/v1/targets?state=succeeded")
+			return err == nil && json.Unmarshal(resp, &o) == nil && o.Counts["succeeded"] >= len(want)
+		})
+		if page := string(httpGet(t, repoURL+"/ui/")); !strings.Contains(page, "projects/Debian/cb-hello") {
+			t.Fatalf("/ui/ %s lacks cb-hello:\n%s", when, tail(page, 2000))
+		}
+	}
+	uiShows("after the builds")
+	if runners := string(httpGet(t, repoURL+"/api/v1/runners")); !strings.Contains(runners, `"alive": true`) {
+		t.Errorf("no live runner in /api/v1/runners:\n%s", runners)
+	}
 	runnerRoot := filepath.Join(state, "runner")
 	out := aptInstall(t, runnerRoot, repoURL, "projects/Debian/cb-hello", "projects/Debian/bookworm", "cb-hello", "cb-hello")
 	if !strings.Contains(strings.ToLower(out), "hello") {
@@ -130,6 +148,7 @@ func TestUp(t *testing.T) {
 		_, err := httpGetErr(repoURL + "/api/v1/status")
 		return err == nil
 	})
+	uiShows("after a restart (replayed from the broker)")
 	time.Sleep(20 * time.Second) // several fetch intervals
 	if again := journal(); len(again) != len(built) {
 		t.Fatalf("restart rebuilt unchanged examples: journal %v, before %v", again, built)

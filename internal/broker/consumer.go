@@ -552,3 +552,166 @@ func SubscriberGroup(prefix string) string {
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s-%s-%d-%s", prefix, host, os.Getpid(), hex.EncodeToString(b[:]))
 }
+
+// Assigned returns the partitions this member owns now, by topic. Without
+// a group it is empty.
+func (c *Consumer) Assigned() map[string][]int32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string][]int32)
+	for tp := range c.parts {
+		out[tp.topic] = append(out[tp.topic], tp.partition)
+	}
+	for _, ps := range out {
+		slices.Sort(ps)
+	}
+	return out
+}
+
+// Capacity says how the consumer's topics are shared in its group.
+type Capacity struct {
+	Partitions int // of the consumer's topics
+	Members    int // in the group
+	Assigned   int // partitions this member owns
+}
+
+// Capacity describes the group and the topics: a member that owns no
+// partition while the group is stable gets no records at all, which is a
+// capacity problem an operator must see.
+func (c *Consumer) Capacity(ctx context.Context) (Capacity, error) {
+	var cp Capacity
+	if c.cfg.Group == "" {
+		return cp, errors.New("capacity: consumer has no group")
+	}
+	for _, ps := range c.Assigned() {
+		cp.Assigned += len(ps)
+	}
+	topics, err := c.adm.ListTopics(ctx, c.cfg.Topics...)
+	if err != nil {
+		return cp, fmt.Errorf("capacity: %w", mapClosed(err))
+	}
+	for _, d := range topics.Sorted() {
+		if d.Err != nil {
+			return cp, fmt.Errorf("capacity: topic %s: %w", d.Topic, d.Err)
+		}
+		cp.Partitions += len(d.Partitions)
+	}
+	groups, err := c.adm.DescribeGroups(ctx, c.cfg.Group)
+	if err != nil {
+		return cp, fmt.Errorf("capacity: %w", mapClosed(err))
+	}
+	g, ok := groups[c.cfg.Group]
+	if !ok {
+		return cp, fmt.Errorf("capacity: group %s not described", c.cfg.Group)
+	}
+	if g.Err != nil {
+		return cp, fmt.Errorf("capacity: group %s: %w", c.cfg.Group, g.Err)
+	}
+	cp.Members = len(g.Members)
+	return cp, nil
+}
+
+// EndOffsets returns, per topic and partition, the offset the next
+// published record will get. A reader that has consumed every offset
+// below them has seen everything published before the call. Topics that
+// do not exist yet are left out.
+func (c *Consumer) EndOffsets(ctx context.Context) (map[string]map[int32]int64, error) {
+	ends, err := c.adm.ListEndOffsets(ctx, c.cfg.Topics...)
+	return listed("end offsets", ends, err)
+}
+
+// OffsetsAfter returns, per topic and partition, the first offset with a
+// timestamp at or after t (the end offset when there is none).
+func (c *Consumer) OffsetsAfter(ctx context.Context, t time.Time) (map[string]map[int32]int64, error) {
+	offs, err := c.adm.ListOffsetsAfterMilli(ctx, max(t.UnixMilli(), 0), c.cfg.Topics...)
+	return listed("offsets after "+t.UTC().Format(time.RFC3339), offs, err)
+}
+
+func listed(what string, offs kadm.ListedOffsets, err error) (map[string]map[int32]int64, error) {
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, mapClosed(err))
+	}
+	out := make(map[string]map[int32]int64)
+	var errs []error
+	offs.Each(func(o kadm.ListedOffset) {
+		if errors.Is(o.Err, kerr.UnknownTopicOrPartition) && o.Partition < 0 {
+			return // not created yet: nothing to read
+		}
+		if o.Err != nil {
+			errs = append(errs, fmt.Errorf("%s[%d]: %w", o.Topic, o.Partition, o.Err))
+			return
+		}
+		if out[o.Topic] == nil {
+			out[o.Topic] = make(map[int32]int64)
+		}
+		out[o.Topic][o.Partition] = o.Offset
+	})
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %w", what, errors.Join(errs...))
+	}
+	return out, nil
+}
+
+// ErrNotOwner is returned by Confirm when this member does not own the
+// partition (any more); other Confirm errors are transient.
+var ErrNotOwner = errors.New("partition not owned by this member")
+
+// Confirm asks the group coordinator whether this member still owns the
+// partition of rec in the group's current generation. It commits the
+// partition's acknowledged prefix again, which never moves the committed
+// offset past rec; a member that was fenced (its session expired and the
+// partition went to another member) gets an error. A runner calls it
+// before it takes over work that another member may own by now.
+func (c *Consumer) Confirm(ctx context.Context, rec Record) error {
+	if c.cfg.Group == "" {
+		return errors.New("confirm: consumer has no group")
+	}
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	tp := topicPartition{rec.Topic, rec.Partition}
+	c.mu.Lock()
+	st := c.parts[tp]
+	var at kgo.EpochOffset
+	if st != nil {
+		switch {
+		case st.mark.Offset >= 0:
+			at = st.mark
+		case len(st.pending) > 0:
+			at = kgo.EpochOffset{Epoch: st.pending[0].epoch, Offset: st.pending[0].offset}
+		default:
+			st = nil
+		}
+	}
+	c.mu.Unlock()
+	if st == nil || at.Offset > rec.Offset {
+		return fmt.Errorf("confirm %s[%d]: %w, or the record was not delivered under the current assignment", rec.Topic, rec.Partition, ErrNotOwner)
+	}
+	var cerr error
+	c.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{rec.Topic: {rec.Partition: at}},
+		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			if err != nil {
+				cerr = err
+				return
+			}
+			for _, t := range resp.Topics {
+				for _, p := range t.Partitions {
+					if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+						if errors.Is(err, kerr.IllegalGeneration) || errors.Is(err, kerr.UnknownMemberID) ||
+							errors.Is(err, kerr.FencedInstanceID) || errors.Is(err, kerr.RebalanceInProgress) {
+							err = fmt.Errorf("%w: %w", ErrNotOwner, err)
+						}
+						cerr = errors.Join(cerr, err)
+					}
+				}
+			}
+		})
+	if cerr != nil {
+		return fmt.Errorf("confirm %s[%d]: %w", rec.Topic, rec.Partition, mapClosed(cerr))
+	}
+	c.mu.Lock()
+	if c.parts[tp] != st {
+		cerr = fmt.Errorf("confirm %s[%d]: %w: revoked meanwhile", rec.Topic, rec.Partition, ErrNotOwner)
+	}
+	c.mu.Unlock()
+	return cerr
+}

@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -462,5 +463,33 @@ func TestSubscriberGroupIsUnique(t *testing.T) {
 	pid := "-" + strconv.Itoa(os.Getpid()) + "-"
 	if !strings.HasPrefix(a, "cb-ctl-") || !strings.Contains(a, pid) {
 		t.Errorf("group %q does not look like prefix-host-pid-random", a)
+	}
+}
+
+func TestConfirmTellsOwnerFromFormerOwner(t *testing.T) {
+	e := newCluster(t, withTopics(1, "confirm"))
+	ctx := testContext(t, 30*time.Second)
+	publishN(t, ctx, newClient(t, e), "confirm", "r", 1)
+	a := newConsumer(t, e, ConsumerConfig{Group: "g", Topics: []string{"confirm"}, SessionTimeout: time.Second})
+	recs, err := a.Poll(ctx)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("poll = %v, %v", recs, err)
+	}
+	if err := a.Confirm(ctx, recs[0]); err != nil {
+		t.Fatalf("owner not confirmed: %v", err)
+	}
+	// A second member takes the partition over once the first one's
+	// session ended: the first may no longer take the record on.
+	a.Close()
+	b := newConsumer(t, e, ConsumerConfig{Group: "g", Topics: []string{"confirm"}, SessionTimeout: time.Second})
+	again, err := b.Poll(ctx)
+	if err != nil || len(again) != 1 || string(again[0].Value) != string(recs[0].Value) {
+		t.Fatalf("new owner poll = %v, %v", again, err)
+	}
+	if err := a.Confirm(ctx, recs[0]); !errors.Is(err, ErrNotOwner) && !errors.Is(err, ErrClosed) {
+		t.Fatalf("former owner confirmed: %v", err)
+	}
+	if err := b.Confirm(ctx, again[0]); err != nil {
+		t.Fatalf("new owner not confirmed: %v", err)
 	}
 }

@@ -42,7 +42,11 @@ type EmbeddedOptions struct {
 	// Topics are created in addition to FixedTopics, typically the
 	// runner group topics.
 	Topics []string
-	Logger *slog.Logger
+	// MinSessionTimeout is the shortest group session timeout members may
+	// ask for; 0 keeps Kafka's 6s. Tests lower it to notice dead members
+	// fast.
+	MinSessionTimeout time.Duration
+	Logger            *slog.Logger
 
 	// extra lets tests tune the cluster (e.g. shorter session timeouts).
 	extra []kfake.Opt
@@ -130,6 +134,9 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		if opts.Fsync {
 			kopts = append(kopts, kfake.SyncWrites())
 		}
+	}
+	if opts.MinSessionTimeout > 0 {
+		kopts = append(kopts, kfake.GroupMinSessionTimeout(opts.MinSessionTimeout))
 	}
 	kopts = append(kopts, opts.extra...)
 	if e.cluster, err = kfake.NewCluster(kopts...); err != nil {

@@ -122,7 +122,7 @@ func TestEmbeddedCreatesTopics(t *testing.T) {
 		}
 		return m
 	}
-	want := map[string]int{"cb-response": 3, "cb-info-request": 3, "cb-info-response": 3, "cb-build-request": 3, "suse": 3}
+	want := map[string]int{"cb-response": 3, "cb-info-request": 3, "cb-info-response": 3, "cb-build-request": 3, "cb-heartbeat": 3, "suse": 3}
 	if got := partitions(e); !mapsEqual(got, want) {
 		t.Errorf("topics = %v, want %v", got, want)
 	}
@@ -141,7 +141,7 @@ func TestEmbeddedCreatesTopics(t *testing.T) {
 	// A restart with a new runner group and more partitions keeps the
 	// old topics, grows the ones it is told about and leaves the rest.
 	e2 := newCluster(t, withDataDir(dir), withTopics(4, "fedora"))
-	want = map[string]int{"cb-response": 4, "cb-info-request": 4, "cb-info-response": 4, "cb-build-request": 4, "suse": 3, "fedora": 4}
+	want = map[string]int{"cb-response": 4, "cb-info-request": 4, "cb-info-response": 4, "cb-build-request": 4, "cb-heartbeat": 4, "suse": 3, "fedora": 4}
 	if got := partitions(e2); !mapsEqual(got, want) {
 		t.Errorf("topics after restart = %v, want %v", got, want)
 	}

@@ -20,6 +20,7 @@ var FixedTopics = []string{
 	message.TopicInfoRequest,
 	message.TopicInfoResponse,
 	message.TopicDefaultRequests,
+	message.TopicHeartbeat,
 }
 
 // ValidateTopic checks a topic name the way Kafka does, so that a bad runner

@@ -3,9 +3,11 @@
 //
 // The buildroot is the overlay a buildroot preparation left behind (a
 // cached base root plus the target's own upper layer holding the package
-// sources in /<name>/). Each command of the build runs in a fresh sandbox
-// (package sandbox) that mounts the overlay, /proc and /dev privately, so
-// no mount or process survives the build, whatever way it ends. An Engine
+// sources in /<name>/). Each command of the build runs in a fresh rootless
+// sandbox (package sandbox): root of a user namespace mapped to an
+// unprivileged id range, in a cgroup with the build's limits, with the
+// overlay, /proc and /dev mounted privately, so no mount or process
+// survives the build, whatever way it ends. An Engine
 // chooses the commands: the OBS build script when the buildroot has it and
 // a build config, else rpmbuild for a .spec, dpkg-buildpackage for a
 // debian/ tree, or dpkg-source plus dpkg-buildpackage for a .dsc.
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
@@ -50,6 +53,18 @@ type Options struct {
 	// Network gives the build the host network; builds have none by
 	// default so that they depend only on the buildroot.
 	Network bool
+	// IDs is the id range the build runs as (sandbox.DefaultIDs when
+	// zero); the buildroot must belong to it (buildroot.Prepare sees to
+	// that).
+	IDs sandbox.IDMap
+	// Limits are the build's cgroup limits (memory, processes, CPU).
+	Limits cgroup.Limits
+	// MaxWrite caps what the build may store in its writable layer, in
+	// bytes; zero means no cap.
+	MaxWrite int64
+	// LogIdle ends a build that wrote no output for that long (OBS'
+	// logidlelimit); zero means no limit.
+	LogIdle time.Duration
 }
 
 // Result is the outcome of a build that ran.
@@ -164,6 +179,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			Lower: o.Layout.Lower, Upper: o.Layout.Upper, Work: o.Layout.Work,
 			Root: o.Layout.Merged, Dir: s.Dir, Argv: s.Argv, Env: buildEnv,
 			Stdout: log, Stderr: log, Network: o.Network,
+			IDs: o.IDs, Limits: o.Limits, MaxWrite: o.MaxWrite, IdleTimeout: o.LogIdle,
 		}
 		if !deadline.IsZero() {
 			spec.Timeout = time.Until(deadline)

@@ -151,6 +151,10 @@ func (f *fixture) run(t *testing.T, o Options) (*Result, string, error) {
 	}
 	defer logf.Close()
 	o.Target, o.Layout, o.Log = f.t, f.layout, logf
+	// The sources belong to root inside the build, as after a prepare.
+	if err := sandbox.ShiftOwner(f.layout.Upper, sandbox.DefaultIDs); err != nil {
+		t.Fatal(err)
+	}
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Minute
 	}
@@ -360,6 +364,27 @@ func TestBuildTimeout(t *testing.T) {
 		t.Errorf("timeout took %s", time.Since(start))
 	}
 	if !strings.Contains(log, "timeout") {
+		t.Errorf("log does not say why the build ended:\n%s", log)
+	}
+}
+
+// TestBuildLogIdle ends a build that prints nothing for longer than the log
+// idle limit, with a log line that says why.
+func TestBuildLogIdle(t *testing.T) {
+	f := newFixture(t)
+	copyTree(t, "testdata/deb", f.src)
+	start := time.Now()
+	res, log, err := f.run(t, Options{LogIdle: time.Second, Engines: []Engine{sleeper{}}})
+	if !errors.Is(err, sandbox.ErrIdle) {
+		t.Fatalf("err %v, want the log idle limit", err)
+	}
+	if res == nil || res.ExitCode != -1 {
+		t.Errorf("result %+v, want exit code -1", res)
+	}
+	if time.Since(start) > 30*time.Second {
+		t.Errorf("idle limit took %s", time.Since(start))
+	}
+	if !strings.Contains(log, "no output for 1s (log idle limit)") {
 		t.Errorf("log does not say why the build ended:\n%s", log)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/mirror"
+	"github.com/cloud-builder/cb/internal/sandbox"
 )
 
 // rootCacheDir holds bootstrapped base roots shared by test runs. A root
@@ -50,7 +51,9 @@ func baseRoot(t *testing.T) string {
 	t.Helper()
 	needRoot(t)
 	needTool(t, "mmdebstrap")
-	name := "bookworm-buildd-" + strings.Join(baseIncludes, "+") + "-" + time.Now().UTC().Format("20060102")
+	// Builds run as root of a user namespace mapped to the id range, so
+	// the root belongs to the range (as the buildroot cache's roots do).
+	name := "rootless-bookworm-buildd-" + strings.Join(baseIncludes, "+") + "-" + time.Now().UTC().Format("20060102")
 	dir := filepath.Join(rootCacheDir, name)
 	if _, err := os.Stat(filepath.Join(dir, "usr", "bin", "dpkg-buildpackage")); err == nil {
 		return dir
@@ -83,11 +86,15 @@ func baseRoot(t *testing.T) string {
 		os.RemoveAll(tmp)
 		t.Fatalf("mmdebstrap: %v\n%s", err, out)
 	}
+	if err := sandbox.ShiftOwner(tmp, sandbox.DefaultIDs); err != nil {
+		os.RemoveAll(tmp)
+		t.Fatal(err)
+	}
 	if err := os.Rename(tmp, dir); err != nil {
 		t.Fatal(err)
 	}
 	// Roots of other days are stale now.
-	old, _ := filepath.Glob(filepath.Join(rootCacheDir, "bookworm-buildd-"+strings.Join(baseIncludes, "+")+"-*"))
+	old, _ := filepath.Glob(filepath.Join(rootCacheDir, "rootless-bookworm-buildd-"+strings.Join(baseIncludes, "+")+"-*"))
 	for _, o := range old {
 		if o != dir {
 			os.RemoveAll(o)

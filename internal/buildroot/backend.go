@@ -2,13 +2,18 @@ package buildroot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/proc"
 )
 
@@ -101,6 +106,14 @@ type ExecOptions struct {
 	// even when it is killed. Needs root.
 	PrivateMounts bool
 	Dir           string
+	// Isolate runs the command as PID 1 of a new PID namespace (so every
+	// process it starts, daemons included, dies with it) and in a cgroup of
+	// its own that is killed when it ends. Needs root.
+	Isolate bool
+	// Repositories, when not nil, gives the command a network namespace
+	// of its own whose only way out is an HTTP proxy (http_proxy) that
+	// forwards requests below these URLs and nothing else. Needs Isolate.
+	Repositories []string
 }
 
 // Exec runs argv in its own process group with stdout and stderr streamed
@@ -111,7 +124,71 @@ func Exec(ctx context.Context, log io.Writer, o ExecOptions, argv ...string) err
 		return fmt.Errorf("exec: empty command")
 	}
 	fmt.Fprintf(log, "$ %s\n", proc.Quote(argv))
-	return run(ctx, command(ctx, o, log, log, argv), argv[0])
+	if o.Repositories != nil {
+		// the proxy reports refusals into the same log as the tool
+		log = &syncWriter{w: log}
+	}
+	cmd := command(ctx, o, log, log, argv)
+	start := cmd.Start
+	if o.Repositories != nil {
+		if !o.Isolate {
+			return fmt.Errorf("%s: a private network needs Isolate", argv[0])
+		}
+		proxy := newRepoProxy(o.Repositories, log)
+		defer proxy.close()
+		start = func() error {
+			return inNewNetns(func() error {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					return fmt.Errorf("repository proxy: %w", err)
+				}
+				proxy.serve(ln)
+				u := "http://" + ln.Addr().String()
+				cmd.Env = append(cmd.Env, "http_proxy="+u, "https_proxy="+u, "HTTP_PROXY="+u, "HTTPS_PROXY="+u, "no_proxy=", "NO_PROXY=")
+				return cmd.Start()
+			})
+		}
+	}
+	if !o.Isolate || cgroup.Version() == 0 {
+		if err := start(); err != nil {
+			return fmt.Errorf("%s: %w", argv[0], err)
+		}
+		return wait(ctx, cmd, argv[0])
+	}
+	return runInGroup(ctx, cmd, start, argv[0])
+}
+
+var toolSeq atomic.Int64
+
+// runInGroup runs cmd in a cgroup of its own and kills the whole group
+// when cmd ends, however it ends: tools such as mmdebstrap and kiwi-ng
+// start processes in their own process groups, which a kill of the job's
+// group misses.
+func runInGroup(ctx context.Context, cmd *exec.Cmd, start func() error, name string) error {
+	g, err := cgroup.New(fmt.Sprintf("prepare-%d-%d", os.Getpid(), toolSeq.Add(1)), cgroup.Limits{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := start(); err != nil {
+		return errors.Join(fmt.Errorf("%s: %w", name, err), g.Close())
+	}
+	// The tool is added right after it started; it is a new PID namespace's
+	// PID 1, so whatever it forks before that is killed with it anyway.
+	addErr := g.Add(cmd.Process.Pid)
+	if addErr != nil {
+		_ = cmd.Process.Kill()
+	}
+	err = cmd.Wait()
+	closeErr := g.Close()
+	switch {
+	case addErr != nil:
+		return errors.Join(fmt.Errorf("%s: %w", name, addErr), closeErr)
+	case err != nil && ctx.Err() != nil:
+		return errors.Join(fmt.Errorf("%s: %w", name, context.Cause(ctx)), closeErr)
+	case err != nil:
+		return errors.Join(fmt.Errorf("%s: %w", name, err), closeErr)
+	}
+	return closeErr
 }
 
 func runCapture(ctx context.Context, stdout, stderr io.Writer, argv []string) error {
@@ -135,11 +212,21 @@ func command(ctx context.Context, o ExecOptions, stdout, stderr io.Writer, argv 
 		cmd.SysProcAttr = privateMounts()
 	}
 	proc.Group(cmd, 0)
+	if o.Isolate {
+		isolate(cmd.SysProcAttr)
+	}
 	return cmd
 }
 
 func run(ctx context.Context, cmd *exec.Cmd, name string) error {
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return wait(ctx, cmd, name)
+}
+
+func wait(ctx context.Context, cmd *exec.Cmd, name string) error {
+	err := cmd.Wait()
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", name, context.Cause(ctx))
 	}
@@ -147,4 +234,15 @@ func run(ctx context.Context, cmd *exec.Cmd, name string) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

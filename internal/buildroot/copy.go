@@ -72,7 +72,7 @@ func CopyTree(src, dst string, skip ...string) error {
 			}
 			return nil
 		case mode.IsRegular():
-			return atomicfile.Copy(p, target, mode.Perm())
+			return atomicfile.CopyScratch(p, target, mode.Perm())
 		default:
 			return fmt.Errorf("copy %s: %w: %s is a %s", rel, ErrUnsafeTree, rel, fileType(mode))
 		}

@@ -34,6 +34,9 @@ type Repository struct {
 	// KeyDigest, when set, stands for the repository's index in the cache
 	// key (a project repository: the packages the root takes from it).
 	KeyDigest string
+	// SigningKeys are the <signing key="..."/> URLs of the source; kiwi
+	// imports them.
+	SigningKeys []string
 }
 
 // Profile is what one DIST.ARCH profile of a description asks for: the
@@ -92,7 +95,10 @@ type xmlRepository struct {
 	Distribution string `xml:"distribution,attr"`
 	Components   string `xml:"components,attr"`
 	Source       struct {
-		Path string `xml:"path,attr"`
+		Path    string `xml:"path,attr"`
+		Signing []struct {
+			Key string `xml:"key,attr"`
+		} `xml:"signing"`
 	} `xml:"source"`
 }
 
@@ -269,6 +275,9 @@ func archMatches(attr, arch string) bool {
 
 func newRepository(r xmlRepository) (Repository, error) {
 	repo := Repository{Type: r.Type, Path: strings.TrimSpace(r.Source.Path), Distribution: r.Distribution, Alias: r.Alias}
+	for _, k := range r.Source.Signing {
+		repo.SigningKeys = append(repo.SigningKeys, strings.TrimSpace(k.Key))
+	}
 	switch r.Type {
 	case RepoAptDeb:
 		repo.Components = strings.FieldsFunc(r.Components, func(c rune) bool { return c == ' ' || c == ',' })

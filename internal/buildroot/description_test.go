@@ -55,7 +55,8 @@ func TestProfileResolution(t *testing.T) {
 		{
 			profile: "bookworm.x86_64", pm: "apt",
 			repos: []Repository{{Type: RepoAptDeb, Path: "http://archive.example.org/debian", Distribution: "bookworm",
-				Components: []string{"main", "contrib"}, Alias: "debian"}},
+				Components: []string{"main", "contrib"}, Alias: "debian",
+				SigningKeys: []string{"file:///usr/share/keyrings/debian-archive-keyring.gpg"}}},
 			bootstrap: []string{"filesystem", "ca-certificates"},
 			packages:  []string{"make", "build-essential", "dpkg-dev"},
 		},

@@ -19,10 +19,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/mirror"
+	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -50,10 +52,29 @@ type Options struct {
 	// ProjectRepos, when set, adds the target's project repositories of
 	// the collector to apt buildroots built by the native backend.
 	ProjectRepos *ProjectRepos
+	// Timeout bounds the creation of a root by a backend
+	// (DefaultTimeout when 0).
+	Timeout time.Duration
+	// IDs is the id range builds run as (sandbox.DefaultIDs when zero):
+	// cached roots and staged sources are made to belong to it.
+	IDs sandbox.IDMap
+	// AllowRepositories are the repository URLs (prefixes) a
+	// build_root.kiwi may name besides the runner's own apt sources.
+	AllowRepositories []string
+	// MaxLogBytes caps what is written to Log (tool output included);
+	// zero means no cap.
+	MaxLogBytes int64
 	// Log receives the progress the user reads (<target>.prepare.log).
 	Log    io.Writer
 	Logger *slog.Logger
 }
+
+// DefaultTimeout bounds the creation of one root.
+const DefaultTimeout = time.Hour
+
+// ErrTimeout is wrapped by the error of a root creation that took longer
+// than Options.Timeout.
+var ErrTimeout = errors.New("buildroot creation timed out")
 
 // Prepare creates (or takes from the cache) the buildroot for target t of
 // the package in pkgDir, stages the package sources and the .cb/root
@@ -64,6 +85,9 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	logw := opts.Log
 	if logw == nil {
 		logw = io.Discard
+	}
+	if opts.MaxLogBytes > 0 {
+		logw = &capWriter{w: logw, left: opts.MaxLogBytes}
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -95,6 +119,15 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	if opts.Keep <= 0 {
 		opts.Keep = DefaultKeep
 	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.IDs == (sandbox.IDMap{}) {
+		opts.IDs = sandbox.DefaultIDs
+	}
+	if err := opts.IDs.Validate(); err != nil {
+		return fail(err)
+	}
 
 	step("reading %s for profile %s", DescriptionFile, t.Profile)
 	raw, err := readInside(pkgDir, DescriptionFile, maxDescription)
@@ -111,6 +144,14 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	}
 	prof, err := desc.Profile(t.Profile)
 	if err != nil {
+		return fail(err)
+	}
+	allowed, err := mirror.Sources()
+	if err != nil {
+		return fail(err)
+	}
+	allowed = append(allowed, opts.AllowRepositories...)
+	if err := CheckRepositories(prof, allowed); err != nil {
 		return fail(err)
 	}
 	backend, err := SelectBackend(opts.Backend, prof)
@@ -164,18 +205,27 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	layout, err := func() (*Layout, error) {
 		defer unlock()
 		gen := c.current(key)
-		hit := gen != "" && !opts.Fresh
+		// A root shifted to another id range cannot be used by builds of
+		// this one; it is built again.
+		otherRange := gen != "" && rangeOf(filepath.Join(c.keyDir(key), gen)) != "" &&
+			rangeOf(filepath.Join(c.keyDir(key), gen)) != rangeString(opts.IDs)
+		hit := gen != "" && !opts.Fresh && !otherRange
 		if hit {
 			logger.Info("buildroot cache hit", "key", key, "backend", backend.Name())
 			step("buildroot cache hit: reusing %s", filepath.Join(c.keyDir(key), gen))
 		} else {
 			reason := "not cached"
-			if gen != "" {
+			switch {
+			case otherRange:
+				reason = "cached root belongs to another id range"
+			case gen != "":
 				reason = "fresh root requested"
 			}
 			logger.Info("buildroot cache miss", "key", key, "backend", backend.Name(), "reason", reason)
 			step("buildroot cache miss (%s): creating the root with %s", reason, backend.Name())
 			created := time.Now()
+			ctx, cancel := context.WithTimeoutCause(ctx, opts.Timeout, fmt.Errorf("%w after %s", ErrTimeout, opts.Timeout))
+			defer cancel()
 			gen, err = c.build(ctx, key, func(dir string) error {
 				if dc, ok := backend.(DownloadCacher); ok && !opts.NoDownloadCache {
 					downloads := filepath.Join(c.dir, "downloads", backend.Name())
@@ -190,6 +240,14 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 				return nil, err
 			}
 			step("root created in %.1fs", time.Since(created).Seconds())
+		}
+		// Only root can give files away; without root there are no
+		// rootless sandboxes to build in either.
+		rootless := os.Geteuid() == 0
+		if rootless {
+			if err := ownByRange(filepath.Join(c.keyDir(key), gen), opts.IDs); err != nil {
+				return nil, err
+			}
 		}
 		c.touch(key)
 		l := &Layout{
@@ -207,6 +265,13 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 		}
 		if err := stageTarget(ctx, l, pkgDir, t, step, c.dir); err != nil {
 			return nil, err
+		}
+		// The sources belong to root inside the build, like the root.
+		if rootless {
+			if err := sandbox.ShiftOwner(l.Upper, opts.IDs); err != nil {
+				return nil, err
+			}
+			step("buildroot and sources belong to the build's id range %s", rangeString(opts.IDs))
 		}
 		pkgs, err := c.packages(key, gen)
 		if err != nil {
@@ -339,4 +404,31 @@ func matchLowerDirs(upper, lower, skip string) error {
 		}
 		return os.Chmod(p, fi.Mode()&(fs.ModePerm|fs.ModeSticky|fs.ModeSetgid))
 	})
+}
+
+// capWriter passes writes on until its budget is spent, then notes the cut
+// once and swallows the rest without failing the writer (a tool must not
+// die of a full log).
+type capWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	left int64
+	cut  bool
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cut {
+		return len(p), nil
+	}
+	if int64(len(p)) > c.left {
+		_, _ = c.w.Write(p[:c.left])
+		_, _ = io.WriteString(c.w, "\n[prepare log truncated: it reached its size limit]\n")
+		c.cut = true
+		return len(p), nil
+	}
+	c.left -= int64(len(p))
+	_, err := c.w.Write(p)
+	return len(p), err
 }

@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/cloud-builder/cb/internal/mirror"
+	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -93,6 +95,20 @@ func TestPrepareCacheAndStaging(t *testing.T) {
 	cold := prepare()
 	if cold.CacheHit || testBackend.creates.Load() != 1 {
 		t.Fatalf("first prepare: hit=%v creates=%d", cold.CacheHit, testBackend.creates.Load())
+	}
+	if os.Geteuid() == 0 {
+		// Builds run as root of a user namespace mapped to the id range:
+		// the cached root and the staged sources must belong to it.
+		if got := rangeOf(cold.Lower); got != rangeString(sandbox.DefaultIDs) {
+			t.Errorf("cached root marked %q, want %q", got, rangeString(sandbox.DefaultIDs))
+		}
+		for _, p := range []string{cold.Lower, filepath.Join(cold.Lower, "var/lib/dpkg/status"), cold.Upper, filepath.Join(cold.Upper, "hello", "debian", "control")} {
+			var st syscall.Stat_t
+			must(t, syscall.Lstat(p, &st))
+			if st.Uid != sandbox.DefaultIDs.UID || st.Gid != sandbox.DefaultIDs.GID {
+				t.Errorf("%s owned by %d:%d, want the range's root %d:%d", p, st.Uid, st.Gid, sandbox.DefaultIDs.UID, sandbox.DefaultIDs.GID)
+			}
+		}
 	}
 	fi, err := os.Stat(filepath.Join(cold.Upper, "tmp"))
 	must(t, err)

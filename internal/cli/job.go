@@ -10,10 +10,14 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/sandbox"
+	"github.com/cloud-builder/cb/internal/scheduler"
+	"github.com/cloud-builder/cb/internal/target"
 	"github.com/cloud-builder/cb/internal/upload"
 )
 
@@ -31,6 +35,9 @@ type runnerFlags struct {
 	noProjectRepos                       bool
 	backend, cacheDir                    string
 	buildTimeout                         time.Duration
+	logIdle                              time.Duration
+	sandbox                              config.Sandbox
+	fenceAfter                           time.Duration
 }
 
 func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
@@ -48,6 +55,8 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
 	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
+	fs.DurationVar(&f.logIdle, "log-idle-limit", 0, "end a build that printed nothing for this long (default: sandbox.log_idle of the runner config, else "+job.DefaultLogIdle.String()+")")
+	fs.DurationVar(&f.fenceAfter, "fence-after", scheduler.DefaultFenceAfter, "stop builds when the runner's heartbeat has not reached the broker this long")
 }
 
 // resolve fills defaults from the broker config.
@@ -74,6 +83,25 @@ func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
 	if f.collectorKeyFile == "" {
 		f.collectorKeyFile = cfg.Collector.KeyFile
 	}
+	f.sandbox = cfg.Sandbox
+	if f.logIdle == 0 {
+		f.logIdle = f.sandbox.LogIdle
+	}
+}
+
+// confine sets how the job's builds are confined: sandbox: of the runner
+// config, the flags, and the collector as an allowed repository.
+func (f *runnerFlags) confine(jc *job.Config) {
+	sb := f.sandbox
+	jc.IDs = sandbox.IDMap{UID: sb.IDs.UID, GID: sb.IDs.GID, Count: sb.IDs.Count}
+	jc.Limits = cgroup.Limits{Memory: sb.Memory, Pids: sb.Pids, CPUWeight: sb.CPUWeight}
+	jc.MaxWrite = sb.MaxWrite
+	jc.LogIdle = f.logIdle
+	jc.PrepareTimeout = sb.PrepareTimeout
+	jc.AllowRepositories = append([]string(nil), sb.AllowRepositories...)
+	if f.collectorURL != "" {
+		jc.AllowRepositories = append(jc.AllowRepositories, strings.TrimRight(f.collectorURL, "/"))
+	}
 }
 
 // projectRepos returns where buildroots find the project repositories.
@@ -90,7 +118,11 @@ func (f *runnerFlags) projectRepos() *buildroot.ProjectRepos {
 func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 	args := []string{"--runner-root", f.runnerRoot, "--sources", f.sources,
 		"--this-host", f.thisHost, "--runner-group", f.group, "--broker", f.brokerHosts,
-		"--broker-config", brokerConfig, "--runner-config", f.runnerConfig, "--backend", f.backend, "--build-timeout", f.buildTimeout.String()}
+		"--broker-config", brokerConfig, "--runner-config", f.runnerConfig, "--backend", f.backend, "--build-timeout", f.buildTimeout.String(),
+		"--fence-after", f.fenceAfter.String()}
+	if f.logIdle != 0 {
+		args = append(args, "--log-idle-limit", f.logIdle.String())
+	}
 	if f.cacheDir != "" {
 		args = append(args, "--cache-dir", f.cacheDir)
 	}
@@ -111,9 +143,12 @@ func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 
 // jobConfig is the part of a job's Config the runner flags give.
 func (f *runnerFlags) jobConfig(logger *slog.Logger) job.Config {
-	return job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, ThisHost: f.thisHost, RunnerGroup: f.group,
-		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout, Logger: logger,
+	jc := job.Config{RunnerRoot: f.runnerRoot, Sources: f.sources, ThisHost: f.thisHost, RunnerGroup: f.group,
+		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout,
+		Lease: target.LeaseFile(f.runnerRoot), FenceAfter: f.fenceAfter, Logger: logger,
 		ProjectRepos: f.projectRepos()}
+	f.confine(&jc)
+	return jc
 }
 
 // uploader returns the collector client, or nil when no collector is set.

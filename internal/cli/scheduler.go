@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/config"
+	"github.com/cloud-builder/cb/internal/job"
+	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
 	"github.com/cloud-builder/cb/internal/scheduler"
 	"github.com/cloud-builder/cb/internal/source"
@@ -31,6 +34,10 @@ func runScheduler(ctx context.Context, env *Env, args []string) int {
 	fs.String("ssh-user", "", "accepted for compatibility; results are uploaded over HTTP")
 	fs.String("ssh-pkey", "", "accepted for compatibility; results are uploaded over HTTP")
 	metricsListen := fs.String("metrics-listen", "", "serve /healthz and /metrics here, e.g. 127.0.0.1:9101")
+	heartbeat := fs.Duration("heartbeat-interval", scheduler.DefaultHeartbeatInterval, "how often the runner heartbeat is published")
+	stuck := fs.Duration("stuck-timeout", scheduler.DefaultStuckTimeout, "build a request of this runner's partitions here when the runner building it has not named it in a heartbeat for this long")
+	session := fs.Duration("session-timeout", 45*time.Second, "Kafka group session timeout: how long a silent runner keeps its partitions")
+	lookback := fs.Duration("response-lookback", 24*time.Hour, "how far back cb-response is read to recognise requests answered already")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
 	if code, done := parse(fs, args); done {
 		return code
@@ -55,6 +62,9 @@ func runScheduler(ctx context.Context, env *Env, args []string) int {
 		logger.Warn("--repo-server is not an http(s) URL; results are uploaded to --collector-url instead of rsync over ssh", "repo_server", *repoServer)
 	}
 	rf.resolve(env, cfg)
+	if err := scheduler.CheckTimeouts(*heartbeat, rf.fenceAfter, *stuck); err != nil {
+		return fail(env, "scheduler", err)
+	}
 	if *checkConfig {
 		fmt.Fprintln(env.Stdout, "configuration ok")
 		return ExitOK
@@ -62,6 +72,7 @@ func runScheduler(ctx context.Context, env *Env, args []string) int {
 	err = runRunner(ctx, env, logger, cfg, &rf, runnerOptions{
 		brokerConfig: *brokerConfig, buildLimit: *buildLimit,
 		pollTimeout: time.Duration(*pollTimeout) * time.Millisecond, metricsListen: *metricsListen,
+		heartbeat: *heartbeat, stuck: *stuck, session: *session, lookback: *lookback,
 	})
 	if err != nil {
 		return fail(env, "scheduler", err)
@@ -74,6 +85,8 @@ type runnerOptions struct {
 	buildLimit    int
 	pollTimeout   time.Duration
 	metricsListen string
+	// Runner loss: zero values take the scheduler's defaults.
+	heartbeat, stuck, session, lookback time.Duration
 }
 
 // runRunner runs a scheduler for rf.group until ctx is done.
@@ -87,14 +100,36 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		return err
 	}
 	defer client.Close()
-	if err := client.EnsureTopics(ctx, 1, time.Hour, rf.group); err != nil {
-		logger.Warn("cannot ensure the runner group topic exists", "topic", rf.group, "err", err)
+	// A request stays uncommitted until it is answered: its topic must
+	// keep it for longer than a build may take.
+	if err := client.EnsureTopics(ctx, 1, 24*time.Hour, rf.group, message.TopicHeartbeat); err != nil {
+		logger.Warn("cannot ensure the runner group and heartbeat topics exist", "topic", rf.group, "err", err)
 	}
-	consumer, err := broker.NewConsumer(opts, broker.ConsumerConfig{Group: rf.group, Topics: []string{rf.group}, Start: broker.Earliest})
+	consumer, err := broker.NewConsumer(opts, broker.ConsumerConfig{Group: rf.group, Topics: []string{rf.group}, Start: broker.Earliest,
+		SessionTimeout: o.session})
 	if err != nil {
 		return err
 	}
 	defer consumer.Close()
+	if o.lookback <= 0 {
+		o.lookback = 24 * time.Hour
+	}
+	since := time.Now().Add(-o.lookback)
+	reader, err := broker.NewConsumer(opts, broker.ConsumerConfig{Topics: []string{message.TopicResponse, message.TopicHeartbeat}, Start: broker.AtTime(since)})
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+	ledger := scheduler.NewLedger(reader, since, rf.thisHost, logger.With("component", "ledger"))
+	// The one log idle limit: the job's sandbox ends a silent build at
+	// it, the scheduler (outside the job) a minute later.
+	logIdle := rf.logIdle
+	if logIdle <= 0 {
+		logIdle = job.DefaultLogIdle
+	}
+	if rf.fenceAfter <= 0 {
+		rf.fenceAfter = scheduler.DefaultFenceAfter
+	}
 	jobCmd := append([]string{env.Exe, "job"}, rf.jobArgs(o.brokerConfig)...)
 	var jobEnv []string
 	if rf.collectorTokenFile == "" {
@@ -109,7 +144,8 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		RunnerGroup: rf.group, RunnerRoot: rf.runnerRoot, Sources: sources, ThisHost: rf.thisHost,
 		BuildLimit: o.buildLimit, PollTimeout: o.pollTimeout, JobCommand: jobCmd, JobEnv: jobEnv,
 		Pull:     func(ctx context.Context) error { return source.Pull(ctx, sources, logger) },
-		Consumer: consumer, Publisher: client, Logger: logger,
+		Consumer: consumer, Publisher: client, Logger: logger, ArtifactURL: announcedArtifactURL(cfg, rf.thisHost), Ledger: ledger,
+		HeartbeatInterval: o.heartbeat, StuckTimeout: o.stuck, FenceAfter: rf.fenceAfter, LogIdleLimit: logIdle,
 	})
 	if err != nil {
 		return err
@@ -117,14 +153,39 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 	g, gctx := newGroup(ctx)
 	if o.metricsListen != "" {
 		g.Go("metrics", func() error {
-			return metrics.Serve(gctx, o.metricsListen, metrics.Mux(client.Ping), logger, func(a net.Addr) {
+			healthy := func(ctx context.Context) error {
+				return errors.Join(client.Ping(ctx), s.Healthy(ctx))
+			}
+			return metrics.Serve(gctx, o.metricsListen, metrics.Mux(healthy), logger, func(a net.Addr) {
 				logger.Info("metrics and health", "url", "http://"+a.String()+"/metrics")
 			})
 		})
 	}
+	g.Go("ledger", func() error { return ledger.Run(gctx) })
 	g.Go("scheduler", func() error {
 		logger.Info("scheduler running", "runner_group", rf.group, "build_limit", o.buildLimit, "runner_root", rf.runnerRoot)
 		return s.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// announcedArtifactURL is the artifact endpoint URL a runner announces in
+// its heartbeat: artifacts.url, else this_host with the port of
+// artifacts.listen, else "" (no endpoint known).
+func announcedArtifactURL(cfg *config.Broker, host string) string {
+	if cfg.Artifacts.URL != "" {
+		return cfg.Artifacts.URL
+	}
+	if cfg.Artifacts.Listen == "" || cfg.Artifacts.Listen == "off" || host == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(cfg.Artifacts.Listen)
+	if err != nil {
+		return ""
+	}
+	scheme := "http"
+	if cfg.Artifacts.TLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
 	"github.com/cloud-builder/cb/internal/mirror"
+	"github.com/cloud-builder/cb/internal/web"
 )
 
 func init() {
@@ -98,14 +99,15 @@ func defaultStateDir() string {
 // upState are the paths below the state dir.
 type upState struct {
 	root, broker, sources, runner, repo, collector, cache, origin, work string
-	brokerConfig, runnerConfig, ctlConfig, artifactToken                string
+	brokerConfig, runnerConfig, ctlConfig, artifactToken, uiToken       string
 }
 
 func newUpState(dir string) upState {
 	j := func(p string) string { return filepath.Join(dir, p) }
 	return upState{root: dir, broker: j("broker"), sources: j("sources"), runner: j("runner"), repo: j("repo"),
 		collector: j("collector"), cache: j("cache/buildroot"), origin: j("examples.git"), work: j("examples-work"),
-		brokerConfig: j("broker.yml"), runnerConfig: j("runner.yml"), ctlConfig: j("cbctl.yml"), artifactToken: j("artifact.token")}
+		brokerConfig: j("broker.yml"), runnerConfig: j("runner.yml"), ctlConfig: j("cbctl.yml"), artifactToken: j("artifact.token"),
+		uiToken: j("ui.token")}
 }
 
 func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *upFlags) error {
@@ -149,16 +151,44 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		return err
 	}
 
+	// The web UI shares the collector's address (below /ui/ and /api/v1/,
+	// beside the repositories) and has a broker client of its own.
+	uiToken, err := readOrCreateToken(st.uiToken)
+	if err != nil {
+		return err
+	}
+	uiOpts := broker.Options{Brokers: emb.Addrs(), ClientID: "cb-web", Logger: logger.With("component", "web")}
+	uiClient, err := broker.New(uiOpts)
+	if err != nil {
+		return err
+	}
+	defer uiClient.Close()
+	var coll *collect.Server
+	model := web.NewModel()
+	ui, err := web.New(web.Config{Model: model, Publisher: uiClient, Token: uiToken, ArtifactToken: artifactToken,
+		Status: func(context.Context) (*collect.Status, error) { return coll.Status(), nil },
+		Logger: logger.With("component", "web")})
+	if err != nil {
+		return err
+	}
+	defer ui.Close()
+	uiFeed, err := web.NewConsumer(uiOpts, []string{f.group})
+	if err != nil {
+		return err
+	}
+	defer uiFeed.Close()
+
 	depEvents := &lazyPublisher{}
 	collCfg := collect.Config{
 		RepoRoot: st.repo, StateDir: st.collector, Listen: f.repoListen, ThisHost: "127.0.0.1",
 		Project: project, Branch: f.branch, UpdateInterval: f.interval, Logger: logger.With("component", "collect"),
 		Published: events.published,
+		Mount:     ui.Mount,
 	}
 	if !f.noDepsolver {
 		collCfg.Events = depEvents
 	}
-	coll, err := collect.New(collCfg)
+	coll, err = collect.New(collCfg)
 	if err != nil {
 		return err
 	}
@@ -211,6 +241,9 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	ready := func(name string, a net.Addr) { listening <- place{name, a} }
 	g, gctx := newGroup(ctx)
 	g.Go("collect", func() error { return coll.Serve(gctx, collLn) })
+	stopUI := context.AfterFunc(gctx, ui.Close)
+	defer stopUI()
+	g.Go("web", func() error { return web.Follow(gctx, uiFeed, model, logger.With("component", "web")) })
 	g.Go("artifacts", func() error {
 		return artifact.ListenAndServe(gctx, artifact.Config{Root: st.runner, Token: artifactToken, Listen: f.artifactListen,
 			Logger: logger.With("component", "artifacts")}, func(a net.Addr) { ready("artifacts", a) })
@@ -261,6 +294,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		fmt.Fprintf(env.Stdout, "Cloud Builder is up (state in %s)\n", st.root)
 		fmt.Fprintf(env.Stdout, "  %-22s %s\n", "broker", brokerHost)
 		fmt.Fprintf(env.Stdout, "  %-22s %s/  (status: %s/api/v1/status)\n", "repositories", repoURL, repoURL)
+		fmt.Fprintf(env.Stdout, "  %-22s %s/ui/  (token for rebuilds and remote reading: %s)\n", "web UI", repoURL, st.uiToken)
 		for _, p := range places {
 			fmt.Fprintln(env.Stdout, p)
 		}
@@ -273,9 +307,11 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	}()
 	err = g.Wait()
 	logger.Info("stopped", "cause", context.Cause(ctx))
-	// The last client goes before the broker, or it would warn about the
+	// The last clients go before the broker, or they would warn about the
 	// broker being gone on the way out.
 	client.Close()
+	uiFeed.Close()
+	uiClient.Close()
 	return errors.Join(err, emb.Close())
 }
 

@@ -21,6 +21,9 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.Handle("GET /", http.FileServer(publicFS{root: s.cfg.RepoRoot}))
+	if s.cfg.Mount != nil {
+		s.cfg.Mount(mux)
+	}
 	return mux
 }
 

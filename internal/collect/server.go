@@ -59,6 +59,12 @@ type Config struct {
 	// upload: the depsolver also reacts to the build's final response.
 	Events   broker.Publisher
 	ThisHost string // host part of the events' identity; hostname when empty
+
+	// Mount adds routes of other components (the web UI) to the
+	// collector's server, beside the repositories. Their patterns must not
+	// overlap the collector's own (/, /api/v1/status, the upload path,
+	// /healthz, /metrics).
+	Mount func(*http.ServeMux)
 }
 
 const (

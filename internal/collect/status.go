@@ -16,6 +16,7 @@ type RepoStatus struct {
 	Path       string     `json:"path"`
 	Type       string     `json:"type"`
 	Packages   int        `json:"packages"` // distinct package names
+	Names      []string   `json:"package_names"`
 	Files      int        `json:"files"`
 	LastUpdate *time.Time `json:"last_update"`
 	LastError  string     `json:"last_error"`
@@ -84,6 +85,11 @@ func (b *statusBook) update(r repo.Repository, st repo.Status) {
 		}
 	}
 	rs.Packages, rs.Files = len(names), len(files)
+	rs.Names = make([]string, 0, len(names))
+	for n := range names {
+		rs.Names = append(rs.Names, n)
+	}
+	slices.Sort(rs.Names)
 	b.repos[r.Path] = rs
 }
 
@@ -105,8 +111,14 @@ func (b *statusBook) snapshot() ([]RepoStatus, SourceStatus) {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Status())
+}
+
+// Status is what GET /api/v1/status answers: every repository, the
+// signing key and the source checkout.
+func (s *Server) Status() *Status {
 	repos, src := s.status.snapshot()
-	writeJSON(w, http.StatusOK, Status{SigningKey: s.signer.Fingerprint(), Source: src, Repositories: repos})
+	return &Status{SigningKey: s.signer.Fingerprint(), Source: src, Repositories: repos}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

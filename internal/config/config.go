@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
 	"go.yaml.in/yaml/v3"
@@ -113,6 +114,27 @@ type RunnerSection struct {
 	Group string `yaml:"group"`
 }
 
+// Sandbox is sandbox: of the runner config: how builds are confined. Zero
+// values mean the runner's defaults (see docs/cluster.md).
+type Sandbox struct {
+	// IDs is the host id range builds run as (root inside = UID).
+	IDs struct {
+		UID   uint32 `yaml:"uid"`
+		GID   uint32 `yaml:"gid"`
+		Count uint32 `yaml:"count"`
+	} `yaml:"ids"`
+	Memory    int64         `yaml:"memory"`     // bytes of RAM per build
+	Pids      int64         `yaml:"pids"`       // processes and threads per build
+	CPUWeight int64         `yaml:"cpu_weight"` // 1..10000, 100 = fair share
+	MaxWrite  int64         `yaml:"max_write"`  // bytes a build may write
+	LogIdle   time.Duration `yaml:"log_idle"`   // no output this long ends a build
+	// PrepareTimeout bounds the creation of a buildroot.
+	PrepareTimeout time.Duration `yaml:"prepare_timeout"`
+	// AllowRepositories are repository URLs (prefixes) a build_root.kiwi
+	// may name besides the runner's apt sources and the collector.
+	AllowRepositories []string `yaml:"allow_repositories"`
+}
+
 // Endpoint is an HTTP service location with its credentials (runner
 // config): the runner's artifact endpoint and the collector's upload
 // endpoint.
@@ -151,6 +173,7 @@ type Broker struct {
 	// From the runner config.
 	Artifacts Endpoint `yaml:"-"`
 	Collector Endpoint `yaml:"-"`
+	Sandbox   Sandbox  `yaml:"-"`
 
 	// File is the broker config that was read; "" when it did not exist
 	// and the defaults are in effect. RunnerFile likewise.
@@ -169,6 +192,8 @@ type Runner struct {
 	// Collector is the collector's upload endpoint: where runners send
 	// results, and what cb-collect serves.
 	Collector Endpoint `yaml:"collector,omitempty"`
+	// Sandbox confines the runner's builds.
+	Sandbox Sandbox `yaml:"sandbox,omitempty"`
 	// CtlArtifacts are cb-ctl's credentials for the runners' artifact
 	// endpoints (cbctl.artifacts).
 	Ctl struct {
@@ -218,6 +243,7 @@ func (b *Broker) LoadRunnerFile(path string) error {
 	b.Broker.SASL = r.Broker.SASL
 	b.Artifacts = r.Artifacts
 	b.Collector = r.Collector
+	b.Sandbox = r.Sandbox
 	return nil
 }
 

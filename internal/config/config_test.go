@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 const fullBroker = `broker:
@@ -89,6 +90,35 @@ this_host: 10.0.0.7
 	}
 	if b.Broker.Host != "10.0.0.1:9092" || b.Broker.TLS.CAFile != "/etc/pki/ca.pem" || b.Runner.Group != "fedora" || b.ThisHost != "10.0.0.7" || b.Broker.SASL != nil {
 		t.Errorf("got %+v", b)
+	}
+}
+
+func TestLoadRunnerSandbox(t *testing.T) {
+	r, err := LoadRunner(strings.NewReader(`sandbox:
+  ids: {uid: 200000, gid: 300000, count: 65536}
+  memory: 4294967296
+  pids: 2048
+  cpu_weight: 50
+  max_write: 10737418240
+  log_idle: 30m
+  prepare_timeout: 2h
+  allow_repositories: [https://download.opensuse.org/repositories/]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := r.Sandbox
+	if sb.IDs.UID != 200000 || sb.IDs.GID != 300000 || sb.IDs.Count != 65536 || sb.Memory != 4<<30 || sb.Pids != 2048 ||
+		sb.CPUWeight != 50 || sb.MaxWrite != 10<<30 || sb.LogIdle != 30*time.Minute || sb.PrepareTimeout != 2*time.Hour ||
+		len(sb.AllowRepositories) != 1 {
+		t.Errorf("got %+v", sb)
+	}
+	if _, err := LoadRunner(strings.NewReader("sandbox:\n  memmory: 1\n")); err == nil {
+		t.Error("a misspelt sandbox key was accepted")
+	}
+	// The original's broker file keeps its schema.
+	if _, err := LoadBroker(strings.NewReader("runner:\n  sandbox:\n    memory: 1\n")); err == nil {
+		t.Error("the broker config accepted a sandbox")
 	}
 }
 

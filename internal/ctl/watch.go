@@ -69,6 +69,11 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		return err
 	}
 	defer cons.Close()
+	// A request has one final response; should a runner crash between
+	// publishing it and recording that it did, or a runner cut off from
+	// the broker answer after another took over, the repeat is dropped
+	// here: watchers count a request's end once.
+	finals := map[string]bool{}
 	err = c.pollUntil(ctx, cons, c.timeout(), func(rec broker.Record) (bool, bool) {
 		resp, err := message.DecodeResponse(rec.Value)
 		if err != nil {
@@ -80,6 +85,13 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		}
 		if o.Service != "" && !strings.HasPrefix(resp.Identity, o.Service+":") {
 			return false, false
+		}
+		if message.IsFinal(resp.ResponseCode) && resp.RequestID != "" {
+			if finals[resp.RequestID] {
+				c.logger().Debug("skipping a repeated final response", "request_id", resp.RequestID, "identity", resp.Identity)
+				return false, false
+			}
+			finals[resp.RequestID] = true
 		}
 		if err := c.printResponse(rec.Value, resp); err != nil {
 			c.logger().Warn("print response", "err", err)

@@ -16,6 +16,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,8 +27,10 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
 	"github.com/cloud-builder/cb/internal/upload"
 )
@@ -58,18 +61,57 @@ type Config struct {
 	Backend       string // buildroot backend: auto, kiwi, native
 	BuildTimeout  time.Duration
 	MaxLogBytes   int64
-	Logger        *slog.Logger
+	// IDs is the host id range builds run as (sandbox.DefaultIDs when
+	// zero).
+	IDs sandbox.IDMap
+	// Limits are each build's cgroup limits; zero fields take
+	// DefaultLimits' values.
+	Limits cgroup.Limits
+	// MaxWrite caps the bytes a build may write (DefaultMaxWrite when 0).
+	MaxWrite int64
+	// LogIdle ends a build that wrote no output for that long
+	// (DefaultLogIdle when 0).
+	LogIdle time.Duration
+	// PrepareTimeout bounds the creation of a buildroot
+	// (buildroot.DefaultTimeout when 0).
+	PrepareTimeout time.Duration
+	// AllowRepositories are the repository URLs a build_root.kiwi may
+	// name besides the runner's apt sources: the collector's and the
+	// configured ones.
+	AllowRepositories []string
+	// Lease is the file the scheduler touches each time its heartbeat
+	// reached the broker. When it is older than FenceAfter the job stops
+	// without a final response and releases its request: the runner has
+	// lost the broker, and the request's partition owner is about to
+	// build it elsewhere. "" or 0 turns the fence off (stand-alone use).
+	Lease      string
+	FenceAfter time.Duration
+	Logger     *slog.Logger
 
 	// ProjectRepos, when set, puts the target's project repositories of
 	// the collector into its buildroot.
 	ProjectRepos *buildroot.ProjectRepos
 }
 
+// ErrFenced is the cause of a job stopped because its runner lost contact
+// with the broker for longer than the fence time.
+var ErrFenced = errors.New("runner lost contact with the broker for longer than the fence time")
+
 // DefaultBuildTimeout bounds one build step.
 const DefaultBuildTimeout = 4 * time.Hour
 
 // DefaultMaxLogBytes caps a build log.
 const DefaultMaxLogBytes = 64 << 20
+
+// DefaultLimits are a build's cgroup limits when the runner sets none.
+var DefaultLimits = cgroup.Limits{Memory: 8 << 30, Pids: 4096, CPUWeight: 100}
+
+// DefaultMaxWrite caps what one build may write.
+const DefaultMaxWrite = 32 << 30
+
+// DefaultLogIdle ends a build that printed nothing for two hours, like
+// OBS' logidlelimit and sbuild's stalled-package timeout.
+const DefaultLogIdle = 120 * time.Minute
 
 func (c *Config) defaults() {
 	if c.CacheDir == "" {
@@ -83,6 +125,21 @@ func (c *Config) defaults() {
 	}
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if c.Limits.Memory == 0 {
+		c.Limits.Memory = DefaultLimits.Memory
+	}
+	if c.Limits.Pids == 0 {
+		c.Limits.Pids = DefaultLimits.Pids
+	}
+	if c.Limits.CPUWeight == 0 {
+		c.Limits.CPUWeight = DefaultLimits.CPUWeight
+	}
+	if c.MaxWrite == 0 {
+		c.MaxWrite = DefaultMaxWrite
+	}
+	if c.LogIdle == 0 {
+		c.LogIdle = DefaultLogIdle
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -106,6 +163,8 @@ func Run(ctx context.Context, cfg Config, e *journal.Entry) error {
 	if err := os.MkdirAll(filepath.Dir(t.Dir()), 0o755); err != nil {
 		return fmt.Errorf("job %s: %w", req.RequestID, err)
 	}
+	ctx, stopFence := fence(ctx, cfg.Lease, cfg.FenceAfter, logger)
+	defer stopFence()
 	r := &runner{cfg: cfg, e: e, t: t, req: req, logger: logger}
 	r.clean = e.Clean
 	var final *message.Response
@@ -114,12 +173,54 @@ func Run(ctx context.Context, cfg Config, e *journal.Entry) error {
 	} else {
 		final = r.pkg(ctx)
 	}
+	if errors.Is(context.Cause(ctx), ErrFenced) {
+		// Not this build's fault, and not ours to answer any more.
+		e.Attempts--
+		if err := e.Advance(journal.Released); err != nil {
+			return err
+		}
+		return fmt.Errorf("job %s: %w", req.RequestID, ErrFenced)
+	}
 	if ctx.Err() != nil {
 		// Stopped from outside (reset, shutdown): no final response; the
 		// scheduler answers for a reset and resumes after a shutdown.
 		return fmt.Errorf("job %s: %w", req.RequestID, context.Cause(ctx))
 	}
 	return e.Finish(ctx, cfg.Publisher, &t, final, logger)
+}
+
+// fence cancels ctx with ErrFenced once the lease file is older than
+// after. A lease that cannot be read counts as stale only once it has been
+// missing for after as well: the scheduler writes it before any job starts.
+func fence(ctx context.Context, lease string, after time.Duration, logger *slog.Logger) (context.Context, func()) {
+	if lease == "" || after <= 0 {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(min(after/4, time.Second))
+		defer tick.Stop()
+		seen := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if fi, err := os.Stat(lease); err == nil {
+				seen = fi.ModTime()
+			}
+			if age := time.Since(seen); age > after {
+				logger.Warn("stopping the build: the runner's heartbeat has not reached the broker", "since", age.Round(time.Second), "fence_after", after)
+				cancel(ErrFenced)
+				return
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
 }
 
 type runner struct {
@@ -259,11 +360,15 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	defer logf.Close()
 	start := time.Now()
 	layout, err := buildroot.Prepare(ctx, buildroot.Options{
-		CacheDir: r.cfg.CacheDir,
-		Backend:  r.cfg.Backend,
-		Fresh:    r.req.FreshBuildRoot || r.clean,
-		Log:      logf,
-		Logger:   r.logger,
+		CacheDir:          r.cfg.CacheDir,
+		Backend:           r.cfg.Backend,
+		Fresh:             r.req.FreshBuildRoot || r.clean,
+		Timeout:           r.cfg.PrepareTimeout,
+		MaxLogBytes:       r.cfg.MaxLogBytes,
+		IDs:               r.cfg.IDs,
+		AllowRepositories: r.cfg.AllowRepositories,
+		Log:               logf,
+		Logger:            r.logger,
 
 		ProjectRepos: r.cfg.ProjectRepos,
 	}, r.pkgDir(), r.t)

@@ -44,6 +44,10 @@ func (r *runner) build(ctx context.Context, layout *buildroot.Layout) *message.R
 		Arch:        r.t.Arch(),
 		Timeout:     r.cfg.BuildTimeout,
 		MaxLogBytes: r.cfg.MaxLogBytes,
+		IDs:         r.cfg.IDs,
+		Limits:      r.cfg.Limits,
+		MaxWrite:    r.cfg.MaxWrite,
+		LogIdle:     r.cfg.LogIdle,
 		Log:         logf,
 		Logger:      r.logger,
 	})

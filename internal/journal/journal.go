@@ -7,12 +7,18 @@
 // States move forward only:
 //
 //	accepted → running → finished → responded
+//	      any unanswered state → released
 //
 // accepted: the scheduler owns the request; no job process yet.
 // running: a job process (PID) works on it.
 // finished: the final response is in the target's result file but may not
 // be on the broker yet; recovery publishes it.
 // responded: the final response was published; the entry is history.
+// released: this runner gave the request up without answering it, because
+// another runner answered or took it over, or because this runner lost
+// contact with the broker for longer than its fence time; the runner that
+// owns the request's partition builds it. A released entry is history too,
+// unless the request is delivered to this runner again (Add reopens it).
 //
 // Who writes: the scheduler creates entries and may move any entry to
 // finished/responded when it answers on a job's behalf (reset, abandon); a
@@ -45,9 +51,10 @@ const (
 	Running   State = "running"
 	Finished  State = "finished"
 	Responded State = "responded"
+	Released  State = "released"
 )
 
-var order = map[State]int{Accepted: 0, Running: 1, Finished: 2, Responded: 3}
+var order = map[State]int{Accepted: 0, Running: 1, Finished: 2, Responded: 3, Released: 3}
 
 // Entry is one journaled request.
 type Entry struct {
@@ -94,14 +101,23 @@ func (j *Journal) Add(req *message.BuildRequest, clean bool) (e *Entry, existed 
 	if err := message.ValidateName(req.RequestID); err != nil {
 		return nil, false, fmt.Errorf("journal request: %w", err)
 	}
-	if old, err := Load(j.path(req.RequestID)); err == nil {
+	if old, err := Load(j.path(req.RequestID)); err == nil && old.State != Released {
 		return old, true, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, false, err
 	}
 	now := time.Now().UTC()
 	e = &Entry{Request: *req, State: Accepted, Accepted: now, Clean: clean, path: j.path(req.RequestID)}
 	return e, false, e.write()
+}
+
+// Get returns the entry of a request id; an error wrapping os.ErrNotExist
+// when it was never journaled.
+func (j *Journal) Get(requestID string) (*Entry, error) {
+	if err := message.ValidateName(requestID); err != nil {
+		return nil, fmt.Errorf("journal request: %w", err)
+	}
+	return Load(j.path(requestID))
 }
 
 // Load reads one entry file.
@@ -139,7 +155,7 @@ func (j *Journal) Pending() ([]*Entry, error) {
 			_ = os.Rename(filepath.Join(j.dir, n.Name()), filepath.Join(j.dir, n.Name()+".corrupt"))
 			continue
 		}
-		if e.State != Responded {
+		if e.State != Responded && e.State != Released {
 			out = append(out, e)
 		}
 	}
@@ -156,7 +172,7 @@ func (j *Journal) Prune(cutoff time.Time) error {
 	for _, n := range names {
 		p := filepath.Join(j.dir, n.Name())
 		e, err := Load(p)
-		if err == nil && e.State == Responded && e.Updated.Before(cutoff) {
+		if err == nil && (e.State == Responded || e.State == Released) && e.Updated.Before(cutoff) {
 			_ = os.Remove(p)
 		}
 	}
@@ -164,8 +180,9 @@ func (j *Journal) Prune(cutoff time.Time) error {
 }
 
 // Advance moves the entry to state s (never backwards) and writes it.
+// Responded and Released are both final: neither leads to the other.
 func (e *Entry) Advance(s State) error {
-	if order[s] < order[e.State] {
+	if order[s] < order[e.State] || order[e.State] == order[Responded] && s != e.State {
 		return fmt.Errorf("journal %s: cannot go from %s back to %s", e.Request.RequestID, e.State, s)
 	}
 	e.State = s

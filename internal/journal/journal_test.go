@@ -91,3 +91,35 @@ func TestAddRefusesUnsafeRequestID(t *testing.T) {
 		t.Fatal("request id with a path separator was journaled")
 	}
 }
+
+func TestReleasedIsFinalUntilDeliveredAgain(t *testing.T) {
+	j, _ := Open(t.TempDir())
+	e, _, err := j.Add(request("r3"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Advance(Running); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Advance(Released); err != nil {
+		t.Fatalf("Advance(released): %v", err)
+	}
+	if err := e.Advance(Responded); err == nil {
+		t.Fatal("a released entry was marked responded")
+	}
+	if p, _ := j.Pending(); len(p) != 0 {
+		t.Fatalf("released entry is pending: %+v", p)
+	}
+	got, err := j.Get("r3")
+	if err != nil || got.State != Released {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	// The request comes back to this runner: it starts afresh.
+	again, existed, err := j.Add(request("r3"), false)
+	if err != nil || existed || again.State != Accepted {
+		t.Fatalf("Add after release = %+v, existed %v, %v", again, existed, err)
+	}
+	if _, err := j.Get("nothere"); !os.IsNotExist(err) {
+		t.Fatalf("Get of an unknown id: %v", err)
+	}
+}

@@ -46,6 +46,12 @@ var (
 	QueueLag = promauto(prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "cb_queue_lag_messages", Help: "Unconsumed requests on the runner group topic.",
 	}, []string{"runner_group"}))
+	AssignedPartitions = promauto(prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cb_assigned_partitions", Help: "Partitions of the runner group topic this runner owns; 0 means it gets no requests.",
+	}, []string{"runner_group"}))
+	Redispatched = promauto(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cb_requests_redispatched_total", Help: "Requests another runner had taken on and that were built here after its heartbeats stopped.",
+	}, []string{"runner_group"}))
 	PublishDuration = promauto(prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "cb_repo_publish_duration_seconds", Help: "Duration of a repository metadata update.",
 		Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60},

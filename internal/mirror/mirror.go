@@ -81,6 +81,39 @@ func DebianFrom(files ...string) (string, error) {
 	return "", ErrNotFound
 }
 
+// Sources returns every archive URL this machine's apt sources name
+// ("deb" entries of any suite, without trailing slash), with
+// $CB_DEBIAN_MIRROR first when set. They are the repositories a runner
+// trusts by default.
+func Sources() ([]string, error) {
+	var out []string
+	if v := os.Getenv(EnvOverride); v != "" {
+		if err := validate(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", EnvOverride, err)
+		}
+		out = append(out, strings.TrimRight(v, "/"))
+	}
+	for _, f := range DefaultFiles() {
+		data, err := os.ReadFile(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read apt sources: %w", err)
+		}
+		entries := parseOneLine(data)
+		if strings.HasSuffix(f, ".sources") {
+			entries = parseDeb822(data)
+		}
+		for _, e := range entries {
+			if e.typ == "deb" && validate(e.uri) == nil {
+				out = append(out, strings.TrimRight(e.uri, "/"))
+			}
+		}
+	}
+	return out, nil
+}
+
 // Substitute replaces every Placeholder in data with Debian(). Data
 // without the placeholder is returned unchanged and apt is not consulted.
 // The URL is XML-escaped because descriptions are XML.

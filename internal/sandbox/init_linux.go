@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Init must be the first call in main() of every program that uses Run,
@@ -19,6 +21,9 @@ import (
 // command, reports its exit status and exits; anywhere else it returns
 // immediately.
 func Init() {
+	if _, ok := os.LookupEnv(execMarker); ok && len(os.Args) > 0 && os.Args[0] == execName {
+		os.Exit(execMain())
+	}
 	if os.Getenv(envMarker) != "1" {
 		return
 	}
@@ -57,6 +62,17 @@ func initMain() int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 
+	// Nothing of the sandbox may ptrace or read the memory of this
+	// process, which keeps the host's root.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fail(fmt.Errorf("set not dumpable: %w", err))
+	}
+	// The exec stage is this program again; after pivot_root its path is
+	// gone, so it is executed through an fd opened now.
+	exe, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return fail(fmt.Errorf("open own executable: %w", err))
+	}
 	if err := setup(&cs); err != nil {
 		return fail(err)
 	}
@@ -68,12 +84,18 @@ func initMain() int {
 	if err != nil {
 		return fail(fmt.Errorf("open /dev/null: %w", err))
 	}
-	pid, err := syscall.ForkExec(path, cs.Argv, &syscall.ProcAttr{
-		Dir:   cs.Dir,
-		Env:   cs.Env,
-		Files: []uintptr{uintptr(devnull), 1, 2},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	})
+	var pid int
+	if cs.HostRoot {
+		pid, err = syscall.ForkExec(path, cs.Argv, &syscall.ProcAttr{
+			Dir:   cs.Dir,
+			Env:   cs.Env,
+			Files: []uintptr{uintptr(devnull), 1, 2},
+			Sys:   &syscall.SysProcAttr{Setpgid: true},
+		})
+	} else {
+		pid, err = startRootless(&cs, exe, path, devnull)
+	}
+	exe.Close()
 	if err != nil {
 		return fail(fmt.Errorf("start %s: %w", cs.Argv[0], err))
 	}
@@ -141,7 +163,7 @@ func setup(cs *childSpec) error {
 	if err := syscall.Mount("sysfs", sys, "sysfs", syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /sys: %w", err)
 	}
-	if err := setupDev(cs.Root); err != nil {
+	if err := setupDev(cs); err != nil {
 		return err
 	}
 	if cs.PrivateTmp {
@@ -149,7 +171,7 @@ func setup(cs *childSpec) error {
 		if err != nil {
 			return err
 		}
-		if err := syscall.Mount("tmpfs", tmp, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777"); err != nil {
+		if err := syscall.Mount("tmpfs", tmp, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777"+tmpfsOpts(cs)); err != nil {
 			return fmt.Errorf("mount /tmp: %w", err)
 		}
 	}
@@ -165,11 +187,13 @@ func setup(cs *childSpec) error {
 	if cs.Network {
 		resolv, _ = os.ReadFile("/etc/resolv.conf")
 	}
-	if err := syscall.Chroot(cs.Root); err != nil {
-		return fmt.Errorf("chroot %s: %w", cs.Root, err)
+	if err := pivotRoot(cs.Root); err != nil {
+		return err
 	}
-	if err := syscall.Chdir("/"); err != nil {
-		return fmt.Errorf("chdir /: %w", err)
+	if !cs.HostRoot {
+		if err := maskProc(); err != nil {
+			return err
+		}
 	}
 	// Tools resolve their own host name (rpmbuild stamps it into every
 	// package); without a network that only works through /etc/hosts,
@@ -181,6 +205,9 @@ func setup(cs *childSpec) error {
 		if err := os.WriteFile("/etc/hosts", []byte(hosts), 0o644); err != nil {
 			return fmt.Errorf("create /etc/hosts: %w", err)
 		}
+		if err := chownRoot(cs, "/etc/hosts"); err != nil {
+			return err
+		}
 	}
 	if resolv != nil {
 		// Written after the chroot, so a symlink in the buildroot cannot
@@ -190,6 +217,9 @@ func setup(cs *childSpec) error {
 		if err := os.WriteFile("/etc/resolv.conf", resolv, 0o644); err != nil {
 			return fmt.Errorf("copy resolv.conf: %w", err)
 		}
+		if err := chownRoot(cs, "/etc/resolv.conf"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -198,12 +228,12 @@ func setup(cs *childSpec) error {
 // compilers and package tools, without exposing disks or the console.
 var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
-func setupDev(root string) error {
-	dev, err := mountpoint(root, "dev")
+func setupDev(cs *childSpec) error {
+	dev, err := mountpoint(cs.Root, "dev")
 	if err != nil {
 		return err
 	}
-	if err := syscall.Mount("tmpfs", dev, "tmpfs", syscall.MS_NOSUID|syscall.MS_NOEXEC, "mode=0755,size=65536k"); err != nil {
+	if err := syscall.Mount("tmpfs", dev, "tmpfs", syscall.MS_NOSUID|syscall.MS_NOEXEC, "mode=0755,size=65536k"+owner(cs)); err != nil {
 		return fmt.Errorf("mount /dev: %w", err)
 	}
 	for _, n := range devNodes {
@@ -225,10 +255,10 @@ func setupDev(root string) error {
 			return fmt.Errorf("create /dev/%s: %w", d, err)
 		}
 	}
-	if err := syscall.Mount("devpts", filepath.Join(dev, "pts"), "devpts", syscall.MS_NOSUID|syscall.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+	if err := syscall.Mount("devpts", filepath.Join(dev, "pts"), "devpts", syscall.MS_NOSUID|syscall.MS_NOEXEC, fmt.Sprintf("newinstance,ptmxmode=0666,mode=0620,gid=%d", hostGID(cs, 5))); err != nil {
 		return fmt.Errorf("mount /dev/pts: %w", err)
 	}
-	if err := syscall.Mount("shm", filepath.Join(dev, "shm"), "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777"); err != nil {
+	if err := syscall.Mount("shm", filepath.Join(dev, "shm"), "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777"+tmpfsOpts(cs)); err != nil {
 		return fmt.Errorf("mount /dev/shm: %w", err)
 	}
 	links := [][2]string{

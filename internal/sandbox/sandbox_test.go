@@ -110,6 +110,11 @@ func overlaySpec(t *testing.T, lower string, argv ...string) Spec {
 			t.Fatal(err)
 		}
 	}
+	// The upper layer's top directory is the root directory of the
+	// merged view; root inside the sandbox must own it to write there.
+	if err := os.Lchown(s.Upper, int(DefaultIDs.UID), int(DefaultIDs.GID)); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -200,6 +205,9 @@ func TestRunIsolation(t *testing.T) {
 
 	t.Run("overlay writes land in upper", func(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(lower, "a"), []byte("lower\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := ShiftOwner(lower, DefaultIDs); err != nil {
 			t.Fatal(err)
 		}
 		s := overlaySpec(t, lower, "sh", "-c", "cat /a /b && echo new > /c && echo changed > /a")

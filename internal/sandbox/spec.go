@@ -47,6 +47,21 @@ func (s *Spec) check() (*childSpec, error) {
 			return nil, fmt.Errorf("sandbox spec: argument contains NUL")
 		}
 	}
+	ids := s.IDs
+	if ids == (IDMap{}) {
+		ids = DefaultIDs
+	}
+	if !s.HostRoot {
+		if err := ids.Validate(); err != nil {
+			return nil, fmt.Errorf("sandbox spec: %w", err)
+		}
+	}
+	if s.MaxWrite < 0 || s.IdleTimeout < 0 {
+		return nil, fmt.Errorf("sandbox spec: negative limit")
+	}
+	if err := s.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("sandbox spec: %w", err)
+	}
 	host := s.Hostname
 	if host == "" {
 		host = "cb-build"
@@ -55,6 +70,7 @@ func (s *Spec) check() (*childSpec, error) {
 		Lower: s.Lower, Upper: s.Upper, Work: s.Work, Root: filepath.Clean(s.Root),
 		Dir: filepath.Clean(dir), Argv: s.Argv, Env: s.Env,
 		Network: s.Network, PrivateTmp: s.PrivateTmp, Hostname: host,
+		HostRoot: s.HostRoot, IDs: ids, MaxWrite: s.MaxWrite,
 	}, nil
 }
 

@@ -29,6 +29,12 @@ func (s *Scheduler) Recover(ctx context.Context) error {
 			s.resend(ctx, e, t)
 			continue
 		}
+		if e.State == journal.Running && jobAlive(e.PID, e.Path()) {
+			// Adopted below; the job itself stops if this runner
+			// was away from the broker for too long.
+		} else if s.elsewhere(ctx, e) {
+			continue
+		}
 		if old := newest[t.Dir()]; old != nil {
 			s.abandon(ctx, old, "superseded by request "+e.Request.RequestID)
 		}
@@ -38,7 +44,7 @@ func (s *Scheduler) Recover(ctx context.Context) error {
 		t, _ := target.ForRequest(s.cfg.RunnerRoot, &e.Request)
 		if e.State == journal.Running && jobAlive(e.PID, e.Path()) {
 			s.logger.Info("adopting build job that survived a scheduler restart", "request_id", e.Request.RequestID, "pid", e.PID, "target", t.ID())
-			r := &run{entry: e, t: t, pid: e.PID, done: make(chan struct{})}
+			r := &run{entry: e, t: t, pid: e.PID, started: time.Now(), done: make(chan struct{})}
 			s.track(r)
 			s.wg.Add(1)
 			go func() {

@@ -6,6 +6,7 @@
 //	<root>/<project>@<P>.sh .pid .run.log .prepare.log .build.log
 //	<root>/<project>@<P>.solver.json .result.yml .binaries/
 //	<root>/scheduled/<name>@<P>.pid
+//	<root>/heartbeat.lease                               renewed by every heartbeat that reached the broker
 package target
 
 import (
@@ -16,6 +17,10 @@ import (
 
 	"github.com/cloud-builder/cb/internal/message"
 )
+
+// LeaseFile is the runner's heartbeat lease: the scheduler renews it each
+// time a heartbeat reached the broker, and a job stops when it is stale.
+func LeaseFile(root string) string { return filepath.Join(root, "heartbeat.lease") }
 
 // Target is one build target on a runner.
 type Target struct {

@@ -84,7 +84,7 @@ func (Backend) CreateCached(ctx context.Context, p *buildroot.Profile, deps []st
 	// kiwi imports repository signing keys with gpg, which needs a
 	// writable home.
 	env := []string{"GNUPGHOME=" + gnupg}
-	if err := buildroot.Exec(ctx, log, buildroot.ExecOptions{Env: env, PrivateMounts: true, Dir: work}, argv...); err != nil {
+	if err := buildroot.Exec(ctx, log, buildroot.ExecOptions{Env: env, PrivateMounts: true, Isolate: true, Repositories: buildroot.RepositoryURLs(p), Dir: work}, argv...); err != nil {
 		return fmt.Errorf("create buildroot with kiwi-ng: %w", err)
 	}
 	// kiwi leaves its description copy below /image; it is not part of a

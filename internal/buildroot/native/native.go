@@ -60,7 +60,7 @@ func (Backend) CreateCached(ctx context.Context, p *buildroot.Profile, deps []st
 	}
 	// Private mounts: mmdebstrap mounts /proc, /sys and /dev binds into
 	// the root; a killed run must not leave them behind.
-	if err := buildroot.Exec(ctx, log, buildroot.ExecOptions{PrivateMounts: true}, argv...); err != nil {
+	if err := buildroot.Exec(ctx, log, buildroot.ExecOptions{PrivateMounts: true, Isolate: true, Repositories: buildroot.RepositoryURLs(p)}, argv...); err != nil {
 		return fmt.Errorf("create buildroot with mmdebstrap: %w", err)
 	}
 	if downloads == "" {
