@@ -13,11 +13,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"pault.ag/go/debian/control"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -127,7 +129,7 @@ func collectorKey(ctx context.Context, pr *ProjectRepos, cacheDir string) (strin
 			return pin, nil
 		}
 		u := strings.TrimRight(pr.URL, "/") + "/repo.gpg"
-		body, err := openURL(ctx, u)
+		body, err := openKeyURL(ctx, u)
 		if err != nil {
 			return "", fmt.Errorf("collector key: %w", err)
 		}
@@ -157,6 +159,26 @@ func collectorKey(ctx context.Context, pr *ProjectRepos, cacheDir string) (strin
 		return "", fmt.Errorf("copy collector key: %w", err)
 	}
 	return p, nil
+}
+
+// keyRetry bounds how long a build waits for a collector that does not
+// answer yet (it starts beside the runner, or restarts): a build should
+// not fail on that, and a collector that answers "not found" is not
+// waited for.
+var keyRetry = time.Minute
+
+// openKeyURL opens u, retrying network errors for keyRetry.
+func openKeyURL(ctx context.Context, u string) (io.ReadCloser, error) {
+	deadline := time.Now().Add(keyRetry)
+	for {
+		body, err := openURL(ctx, u)
+		if err == nil || errors.Is(err, errMissing) || time.Now().After(deadline) {
+			return body, err
+		}
+		if !proc.Sleep(ctx, time.Second) {
+			return nil, fmt.Errorf("%s: %w", u, context.Cause(ctx))
+		}
+	}
 }
 
 // neededFrom reads the repository's Packages index for arch and returns
