@@ -254,11 +254,17 @@ func newFaultSystem(t *testing.T, cfg faultConfig) *faultSystem {
 		t.Fatal(err)
 	}
 	collector := fs.net.hubHostPort(8080)
+	// The broker config holds only the original's keys; ours go to the
+	// runner config.
 	brokerConfig := filepath.Join(fs.dir, "broker.yml")
-	cfgText := fmt.Sprintf("broker:\n  host: %s\nrunner:\n  group: debian\ncollector:\n  url: http://%s\n  token_file: %s\n",
-		fs.brokerAddr, collector, tokenFile)
-	if err := os.WriteFile(brokerConfig, []byte(cfgText), 0o644); err != nil {
-		t.Fatal(err)
+	runnerConfig := filepath.Join(fs.dir, "runner.yml")
+	for p, cfg := range map[string]string{
+		brokerConfig: fmt.Sprintf("broker:\n  host: %s\nrunner:\n  group: debian\n", fs.brokerAddr),
+		runnerConfig: fmt.Sprintf("collector:\n  url: http://%s\n  token_file: %s\n", collector, tokenFile),
+	} {
+		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Runners reach the Debian mirror's index (for the buildroot cache
 	// key) through a proxy whose socket lives in the hub; the builds
@@ -267,6 +273,7 @@ func newFaultSystem(t *testing.T, cfg faultConfig) *faultSystem {
 	fs.startProxy(proxy)
 	fs.env = []string{
 		"CB_BROKER_CONFIG=" + brokerConfig,
+		"CB_RUNNER_CONFIG=" + runnerConfig,
 		"CB_SETTINGS=" + filepath.Join(fs.dir, "cloud_builder"),
 		"CB_REPO_ROOT=" + fs.repoRoot,
 		"HTTP_PROXY=http://" + proxy, "http_proxy=http://" + proxy,
@@ -463,6 +470,15 @@ func (fs *faultSystem) waitHeartbeat(i int, after time.Time) {
 	fs.t.Helper()
 	host := fmt.Sprintf("runner%d", i)
 	waitFor(fs.t, 3*time.Minute, "a heartbeat of "+host, func() bool {
+		if r := fs.runners[i]; r != nil && !fs.dead[i] {
+			select {
+			case <-r.done:
+				// A scheduler that exited will never beat: say so now
+				// rather than after the timeout.
+				fs.t.Fatalf("scheduler of %s exited before its first heartbeat:\n%s", host, r.log.String())
+			default:
+			}
+		}
 		fs.mu.Lock()
 		defer fs.mu.Unlock()
 		return fs.hbSeen[host].After(after)
