@@ -36,7 +36,7 @@ type faultConfig struct {
 
 func loadFaultConfig(t *testing.T) faultConfig {
 	t.Helper()
-	c := faultConfig{requests: 12, cut: 20 * time.Second, buildSleep: 4, kills: 1, seed: uint64(time.Now().UnixNano())}
+	c := faultConfig{requests: 15, cut: 20 * time.Second, buildSleep: 4, kills: 1, seed: uint64(time.Now().UnixNano())}
 	env := func(k string, f func(string) error) {
 		if v := os.Getenv(k); v != "" {
 			if err := f(v); err != nil {
@@ -123,8 +123,12 @@ func TestFaultSuite(t *testing.T) {
 	fs.waitAllHeartbeats(start)
 	recovery["broker restart #1 (SIGTERM)"] = time.Since(start)
 
+	// Requests go round-robin over the partitions, one per runner: a
+	// round of as many as there are partitions reaches every runner.
+	round := max(batch, faultPartitions)
+
 	// 3. Runner 2 cut off, then healed.
-	send(batch)
+	send(round)
 	fs.waitRunningOn(2)
 	fs.event("cut runner 2 for %s", cfg.cut)
 	fs.net.cut(2)
@@ -136,7 +140,7 @@ func TestFaultSuite(t *testing.T) {
 	recovery[fmt.Sprintf("runner 2 cut off %s, heartbeats back after healing", cfg.cut)] = time.Since(healed)
 
 	// 4. Runner 3 killed for good while it builds.
-	send(batch)
+	send(round)
 	fs.waitRunningOn(3)
 	orphans := fs.unansweredOf("runner3")
 	start = time.Now()
@@ -295,6 +299,10 @@ func newFaultSystem(t *testing.T, cfg faultConfig) *faultSystem {
 	return fs
 }
 
+// faultPartitions is the runner group topic's partition count: one per
+// runner.
+const faultPartitions = 3
+
 func faultPackage(i int) string { return fmt.Sprintf("cb-fault-%03d", i) }
 
 func (fs *faultSystem) event(format string, args ...any) {
@@ -315,7 +323,7 @@ func startIn(t *testing.T, env []string, ns, prog string, args ...string) *proc 
 
 func (fs *faultSystem) startBroker() {
 	fs.broker = startIn(fs.t, fs.env, fs.net.hub, "cb", "broker", "--listen", fs.brokerAddr, "--advertise", fs.net.hubAddr,
-		"--data-dir", fs.dataDir, "--runner-group", "debian", "--partitions", "3")
+		"--data-dir", fs.dataDir, "--runner-group", "debian", "--partitions", strconv.Itoa(faultPartitions))
 }
 
 func (fs *faultSystem) restartBroker(sig syscall.Signal) {
