@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/artifact"
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/cgroup"
@@ -212,9 +213,26 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	}
 	jc := rf.jobConfig(logger)
 	jc.Publisher, jc.Uploader = client, up
+	// The responses name this runner's artifact endpoint for the target,
+	// where cb-depsolver reads the solver file without a shared disk.
+	if base := announcedArtifactURL(cfg, rf.thisHost); base != "" {
+		if t, err := target.ForRequest(rf.runnerRoot, &e.Request); err == nil {
+			jc.Publisher = headerPublisher{client, []broker.Header{{Key: broker.HeaderArtifactURL, Value: artifact.TargetURL(base, t)}}}
+		}
+	}
 	err = job.Run(ctx, jc, e)
 	if err != nil {
 		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))
 	}
 	return ExitOK
+}
+
+// headerPublisher publishes every record with headers.
+type headerPublisher struct {
+	c       *broker.Client
+	headers []broker.Header
+}
+
+func (p headerPublisher) Publish(ctx context.Context, topic string, value []byte) error {
+	return p.c.PublishHeaders(ctx, topic, value, p.headers)
 }
