@@ -16,6 +16,7 @@ import (
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/journal"
+	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/scheduler"
 	"github.com/cloud-builder/cb/internal/target"
@@ -212,19 +213,27 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 		return fail(env, "job", err)
 	}
 	jc := rf.jobConfig(logger)
-	jc.Publisher, jc.Uploader = client, up
-	// The responses name this runner's artifact endpoint for the target,
-	// where cb-depsolver reads the solver file without a shared disk.
-	if base := announcedArtifactURL(cfg, rf.thisHost); base != "" {
-		if t, err := target.ForRequest(rf.runnerRoot, &e.Request); err == nil {
-			jc.Publisher = headerPublisher{client, []broker.Header{{Key: broker.HeaderArtifactURL, Value: artifact.TargetURL(base, t)}}}
-		}
-	}
+	jc.Publisher, jc.Uploader = rf.responsePublisher(client, cfg, &e.Request), up
 	err = job.Run(ctx, jc, e)
 	if err != nil {
 		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))
 	}
 	return ExitOK
+}
+
+// responsePublisher is the publisher of a job's responses: they name this
+// runner's artifact endpoint for the target (header cb-artifact-url),
+// where cb-depsolver reads the solver file without a shared disk.
+func (f *runnerFlags) responsePublisher(client *broker.Client, cfg *config.Broker, req *message.BuildRequest) broker.Publisher {
+	base := announcedArtifactURL(cfg, f.thisHost)
+	if base == "" {
+		return client
+	}
+	t, err := target.ForRequest(f.runnerRoot, req)
+	if err != nil {
+		return client
+	}
+	return headerPublisher{client, []broker.Header{{Key: broker.HeaderArtifactURL, Value: artifact.TargetURL(base, t)}}}
 }
 
 // headerPublisher publishes every record with headers.
