@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/proc"
+	"github.com/cloud-builder/cb/internal/sandbox"
 )
 
 // Backend creates a buildroot for a profile. Implementations live in the
@@ -23,17 +24,34 @@ import (
 type Backend interface {
 	// Name is the backend's name in Options.Backend and in the cache key.
 	Name() string
-	// Create installs the profile's bootstrap and image packages plus deps
-	// into dir, an existing empty directory, streaming tool output to log.
-	Create(ctx context.Context, p *Profile, deps []string, dir string, log io.Writer) error
+	// Create installs the request's profile packages plus its deps into
+	// its Dir, streaming tool output to its Log.
+	Create(ctx context.Context, r CreateRequest) error
 }
 
-// DownloadCacher is a Backend that can keep downloaded packages in a
-// directory that outlives a root, so a cold root does not download again
-// what an earlier one fetched. Prepare passes <CacheDir>/downloads/<name>.
-type DownloadCacher interface {
-	Backend
-	CreateCached(ctx context.Context, p *Profile, deps []string, dir, downloads string, log io.Writer) error
+// CreateRequest is what a backend gets to create one root.
+type CreateRequest struct {
+	Profile *Profile
+	Deps    []string
+	// Dir is an existing empty directory, owned by the host's root.
+	Dir string
+	// Downloads, when set, is a directory that outlives the root where a
+	// backend may keep downloaded packages, so a cold root does not
+	// download again what an earlier one fetched
+	// (<CacheDir>/downloads/<name>).
+	Downloads string
+	// IDs, when its Count is not 0, is the id range builds in this root
+	// run as. A backend that can install as root of a user namespace
+	// mapped to it does so (and reports it with InRange); any other root
+	// is shifted into the range afterwards.
+	IDs sandbox.IDMap
+	Log io.Writer
+}
+
+// InRange is implemented by backends that create roots owned by
+// CreateRequest.IDs themselves.
+type InRange interface {
+	CreatesInRange() bool
 }
 
 // Backend names.
@@ -114,7 +132,31 @@ type ExecOptions struct {
 	// of its own whose only way out is an HTTP proxy (http_proxy) that
 	// forwards requests below these URLs and nothing else. Needs Isolate.
 	Repositories []string
+	// UserNS, when its Count is not 0, runs the command as root of a new
+	// user namespace whose ids 0..Count-1 are the host's ids of this
+	// range: everything it creates belongs to the range, and it has no
+	// privilege over anything else on the host. Needs root, and Linux.
+	UserNS sandbox.IDMap
+	// Binds show files and directories to the command below BindBase, on
+	// a tmpfs in a mount namespace of its own that the host never sees.
+	// A command running as an id range cannot reach a path whose parents
+	// only the host's root may search (a cache below /root); it gets the
+	// path's bind instead. Needs PrivateMounts.
+	Binds []Bind
 }
+
+// Bind shows Source to a command at BindPath(Name).
+type Bind struct {
+	Source string
+	Name   string // one path element
+}
+
+// BindBase is where Binds appear. Only the empty directory exists on the
+// host.
+const BindBase = "/run/cloud-builder/prepare"
+
+// BindPath is where a bind named name appears to the command.
+func BindPath(name string) string { return BindBase + "/" + name }
 
 // Exec runs argv in its own process group with stdout and stderr streamed
 // to log; when ctx ends the whole group is killed. The command line is
@@ -130,24 +172,32 @@ func Exec(ctx context.Context, log io.Writer, o ExecOptions, argv ...string) err
 	}
 	cmd := command(ctx, o, log, log, argv)
 	start := cmd.Start
+	var ns threadNS
 	if o.Repositories != nil {
 		if !o.Isolate {
 			return fmt.Errorf("%s: a private network needs Isolate", argv[0])
 		}
 		proxy := newRepoProxy(o.Repositories, log)
 		defer proxy.close()
-		start = func() error {
-			return inNewNetns(func() error {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					return fmt.Errorf("repository proxy: %w", err)
-				}
-				proxy.serve(ln)
-				u := "http://" + ln.Addr().String()
-				cmd.Env = append(cmd.Env, "http_proxy="+u, "https_proxy="+u, "HTTP_PROXY="+u, "HTTPS_PROXY="+u, "no_proxy=", "NO_PROXY=")
-				return cmd.Start()
-			})
+		ns.net = func() error {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return fmt.Errorf("repository proxy: %w", err)
+			}
+			proxy.serve(ln)
+			u := "http://" + ln.Addr().String()
+			cmd.Env = append(cmd.Env, "http_proxy="+u, "https_proxy="+u, "HTTP_PROXY="+u, "HTTPS_PROXY="+u, "no_proxy=", "NO_PROXY=")
+			return nil
 		}
+	}
+	if len(o.Binds) > 0 {
+		if !o.PrivateMounts {
+			return fmt.Errorf("%s: binds need PrivateMounts", argv[0])
+		}
+		ns.binds = o.Binds
+	}
+	if ns.net != nil || ns.binds != nil {
+		start = func() error { return ns.start(cmd.Start) }
 	}
 	if !o.Isolate || cgroup.Version() == 0 {
 		if err := start(); err != nil {
@@ -214,6 +264,9 @@ func command(ctx context.Context, o ExecOptions, stdout, stderr io.Writer, argv 
 	proc.Group(cmd, 0)
 	if o.Isolate {
 		isolate(cmd.SysProcAttr)
+	}
+	if o.UserNS.Count != 0 {
+		userNS(cmd.SysProcAttr, o.UserNS)
 	}
 	return cmd
 }

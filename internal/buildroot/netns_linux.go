@@ -2,31 +2,95 @@ package buildroot
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 
 	"golang.org/x/sys/unix"
 )
 
-// inNewNetns runs f on a thread of its own that was moved into a new
-// network namespace with only the loopback interface up. Sockets f opens
-// and processes it starts belong to that namespace. The thread is never
-// handed back to the Go scheduler (the goroutine ends locked, which ends
-// the thread).
-func inNewNetns(f func() error) error {
+// threadNS describes the namespaces a command is started in: a new
+// network namespace with only loopback up, where net runs first (it
+// listens for the command), and a new mount namespace with binds below
+// BindBase.
+type threadNS struct {
+	net   func() error
+	binds []Bind
+}
+
+// start runs start on a thread of its own that was moved into the new
+// namespaces. Sockets opened there and processes started there belong to
+// them. The thread is never handed back to the Go scheduler (the
+// goroutine ends locked, which ends the thread), so nothing else ever
+// runs in them and they go with the command.
+func (ns threadNS) start(start func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("new network namespace: %w", err)
-			return
-		}
-		if err := loopbackUp(); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
+		errc <- ns.enter(start)
 	}()
 	return <-errc
+}
+
+func (ns threadNS) enter(start func() error) error {
+	if ns.net != nil {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("new network namespace: %w", err)
+		}
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+		if err := ns.net(); err != nil {
+			return err
+		}
+	}
+	if len(ns.binds) > 0 {
+		if err := bindAll(ns.binds); err != nil {
+			return fmt.Errorf("bind into %s: %w", BindBase, err)
+		}
+	}
+	return start()
+}
+
+// bindAll makes a mount namespace for this thread, with a tmpfs at
+// BindBase holding the binds.
+func bindAll(binds []Bind) error {
+	if err := os.MkdirAll(BindBase, 0o755); err != nil {
+		return err
+	}
+	// The thread's own file system attributes come with the new mount
+	// namespace (CLONE_NEWNS implies CLONE_FS).
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("new mount namespace: %w", err)
+	}
+	if err := unix.Mount("none", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if err := unix.Mount("tmpfs", BindBase, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+		return err
+	}
+	for _, b := range binds {
+		if b.Name == "" || b.Name != filepath.Base(b.Name) || b.Name == "." || b.Name == ".." {
+			return fmt.Errorf("bad bind name %q", b.Name)
+		}
+		fi, err := os.Stat(b.Source)
+		if err != nil {
+			return err
+		}
+		dst := BindPath(b.Name)
+		if fi.IsDir() {
+			err = os.Mkdir(dst, 0o755)
+		} else {
+			err = os.WriteFile(dst, nil, 0o644)
+		}
+		if err != nil {
+			return err
+		}
+		if err := unix.Mount(b.Source, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", b.Source, err)
+		}
+	}
+	return nil
 }
 
 func loopbackUp() error {

@@ -4,7 +4,12 @@ package buildroot
 
 import "errors"
 
-// inNewNetns needs Linux network namespaces.
-func inNewNetns(f func() error) error {
-	return errors.New("a private network for buildroot tools needs Linux")
+// threadNS needs Linux namespaces.
+type threadNS struct {
+	net   func() error
+	binds []Bind
+}
+
+func (threadNS) start(func() error) error {
+	return errors.New("private namespaces for buildroot tools need Linux")
 }

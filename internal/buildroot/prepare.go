@@ -227,14 +227,23 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 			ctx, cancel := context.WithTimeoutCause(ctx, opts.Timeout, fmt.Errorf("%w after %s", ErrTimeout, opts.Timeout))
 			defer cancel()
 			gen, err = c.build(ctx, key, func(dir string) error {
-				if dc, ok := backend.(DownloadCacher); ok && !opts.NoDownloadCache {
-					downloads := filepath.Join(c.dir, "downloads", backend.Name())
-					if err := os.MkdirAll(downloads, 0o755); err != nil {
+				req := CreateRequest{Profile: prof, Deps: deps, Dir: dir, Log: logw}
+				if !opts.NoDownloadCache {
+					req.Downloads = filepath.Join(c.dir, "downloads", backend.Name())
+					if err := os.MkdirAll(req.Downloads, 0o755); err != nil {
 						return err
 					}
-					return dc.CreateCached(ctx, prof, deps, dir, downloads, logw)
 				}
-				return backend.Create(ctx, prof, deps, dir, logw)
+				if os.Geteuid() == 0 {
+					req.IDs = opts.IDs
+				}
+				if err := backend.Create(ctx, req); err != nil {
+					return err
+				}
+				if r, ok := backend.(InRange); ok && r.CreatesInRange() && req.IDs.Count != 0 {
+					step("root created as the build's id range %s", rangeString(req.IDs))
+				}
+				return nil
 			})
 			if err != nil {
 				return nil, err

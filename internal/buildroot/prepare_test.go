@@ -27,7 +27,8 @@ type statusBackend struct{ creates atomic.Int32 }
 
 func (*statusBackend) Name() string { return "status-test" }
 
-func (b *statusBackend) Create(ctx context.Context, p *Profile, deps []string, dir string, log io.Writer) error {
+func (b *statusBackend) Create(ctx context.Context, r CreateRequest) error {
+	p, deps, dir := r.Profile, r.Deps, r.Dir
 	b.creates.Add(1)
 	var st bytes.Buffer
 	seen := map[string]bool{}

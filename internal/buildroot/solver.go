@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,9 +39,13 @@ type Solved struct {
 // database when the root has one, else from the rpm database.
 func InstalledPackages(ctx context.Context, root string) (map[string]InstalledPackage, error) {
 	var argv []string
-	dpkgDir := filepath.Join(root, "var", "lib", "dpkg")
-	if _, err := os.Stat(filepath.Join(dpkgDir, "status")); err == nil {
-		argv = []string{"dpkg-query", "--admindir=" + dpkgDir, "-W",
+	admin, err := dpkgStatusCopy(root)
+	if err != nil {
+		return nil, fmt.Errorf("list installed packages: %w", err)
+	}
+	if admin != "" {
+		defer os.RemoveAll(admin)
+		argv = []string{"dpkg-query", "--admindir=" + admin, "-W",
 			"-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"}
 	} else {
 		argv = []string{"rpm", "--root", root, "-qa",
@@ -88,4 +95,40 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return atomicfile.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// dpkgStatusCopy copies the dpkg status file of root into a new temporary
+// directory for dpkg-query and returns it ("" when root has none). Maintainer
+// scripts wrote root's tree, so the file is opened beneath root (a link
+// pointing out of it is an error), never followed to the host's own.
+func dpkgStatusCopy(root string) (string, error) {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	f, err := r.Open("var/lib/dpkg/status")
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s/var/lib/dpkg/status is not a regular file", root)
+	}
+	dir, err := os.MkdirTemp("", "cb-dpkg-status-")
+	if err != nil {
+		return "", err
+	}
+	out, err := os.Create(filepath.Join(dir, "status"))
+	if err == nil {
+		_, err = io.Copy(out, f)
+		err = errors.Join(err, out.Close())
+	}
+	if err != nil {
+		return "", errors.Join(err, os.RemoveAll(dir))
+	}
+	return dir, nil
 }

@@ -11,7 +11,6 @@ package kiwi
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -26,8 +25,6 @@ func init() { buildroot.Register(Backend{}) }
 // Backend runs kiwi-ng.
 type Backend struct{}
 
-var _ buildroot.DownloadCacher = Backend{}
-
 // Name implements buildroot.Backend.
 func (Backend) Name() string { return buildroot.BackendKiwi }
 
@@ -35,19 +32,22 @@ func (Backend) Name() string { return buildroot.BackendKiwi }
 // kiwi holds only the substituted build_root.kiwi: the .cb/root overlay is
 // applied per target by buildroot.Prepare, so a cached root stays shared
 // between packages with the same description.
-func (b Backend) Create(ctx context.Context, p *buildroot.Profile, deps []string, dir string, log io.Writer) error {
-	return b.CreateCached(ctx, p, deps, dir, "", log)
-}
-
-// CreateCached implements buildroot.DownloadCacher. kiwi bind-mounts its
-// --shared-cache-dir into the root at the same path, creating the missing
-// parents there; a directory below /tmp would turn the root's /tmp into a
-// 0755 directory where apt's sandbox user cannot write. So the shared cache
-// always lives below /var/cache/kiwi (kiwi's own default place), and
-// downloads only selects whether it persists: when set, one persistent
-// directory is used and runs are serialized on it (kiwi keeps its apt
-// keyring there); when empty, each run gets a private one.
-func (Backend) CreateCached(ctx context.Context, p *buildroot.Profile, deps []string, dir, downloads string, log io.Writer) error {
+//
+// kiwi runs as the host's root (in namespaces and a cgroup of its own):
+// it creates device nodes and mounts filesystems, which a user namespace
+// does not allow. The root is shifted into the build's id range
+// afterwards.
+//
+// kiwi bind-mounts its --shared-cache-dir into the root at the same path,
+// creating the missing parents there; a directory below /tmp would turn
+// the root's /tmp into a 0755 directory where apt's sandbox user cannot
+// write. So the shared cache always lives below /var/cache/kiwi (kiwi's
+// own default place), and r.Downloads only selects whether it persists:
+// when set, one persistent directory is used and runs are serialized on it
+// (kiwi keeps its apt keyring there); when empty, each run gets a private
+// one.
+func (Backend) Create(ctx context.Context, r buildroot.CreateRequest) error {
+	p, deps, dir, downloads, log := r.Profile, r.Deps, r.Dir, r.Downloads, r.Log
 	work, err := os.MkdirTemp("", "cb-kiwi-")
 	if err != nil {
 		return fmt.Errorf("kiwi backend: %w", err)

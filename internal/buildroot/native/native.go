@@ -12,15 +12,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/sandbox"
 )
 
 func init() { buildroot.Register(Backend{}) }
@@ -28,23 +31,46 @@ func init() { buildroot.Register(Backend{}) }
 // Backend runs mmdebstrap.
 type Backend struct{}
 
-var _ buildroot.DownloadCacher = Backend{}
+var _ buildroot.InRange = Backend{}
 
 // Name implements buildroot.Backend.
 func (Backend) Name() string { return buildroot.BackendNative }
 
-// Create implements buildroot.Backend.
-func (b Backend) Create(ctx context.Context, p *buildroot.Profile, deps []string, dir string, log io.Writer) error {
-	return b.CreateCached(ctx, p, deps, dir, "", log)
-}
+// CreatesInRange implements buildroot.InRange: with an id range in the
+// request, mmdebstrap runs in its unshare mode as root of a user
+// namespace mapped to the range, as sbuild's unshare mode does. Maintainer
+// scripts, from whatever repository the description names, then have no
+// privilege on the host, and the root comes out owned by the range.
+func (Backend) CreatesInRange() bool { return true }
 
-// CreateCached implements buildroot.DownloadCacher: the .deb files of
-// downloads are hard-linked into the new root's apt archive before
+// Create implements buildroot.Backend. With r.Downloads, the .deb files of
+// earlier roots are hard-linked into the new root's apt archive before
 // mmdebstrap runs (apt then downloads only what is missing), and the ones
 // it fetched are linked back afterwards. Hard links cost no copying, and
 // apt checks every archive against the repository's hashes before use.
-func (Backend) CreateCached(ctx context.Context, p *buildroot.Profile, deps []string, dir, downloads string, log io.Writer) error {
-	argv, err := Command(p, deps, dir)
+func (Backend) Create(ctx context.Context, r buildroot.CreateRequest) error {
+	p, deps, dir, downloads, log := r.Profile, r.Deps, r.Dir, r.Downloads, r.Log
+	inRange := r.IDs.Count != 0
+	target, prof := dir, p
+	var binds []buildroot.Bind
+	if inRange {
+		// The range's root may not be able to reach the cache through
+		// its parents, nor the runner's repository keys: mmdebstrap sees
+		// both through binds.
+		target = buildroot.BindPath("root")
+		binds = append(binds, buildroot.Bind{Source: dir, Name: "root"})
+		cp := *p
+		cp.Repositories = slices.Clone(p.Repositories)
+		for i := range cp.Repositories {
+			if k := cp.Repositories[i].SignedBy; k != "" {
+				name := fmt.Sprintf("key-%d.gpg", i)
+				binds = append(binds, buildroot.Bind{Source: k, Name: name})
+				cp.Repositories[i].SignedBy = buildroot.BindPath(name)
+			}
+		}
+		prof = &cp
+	}
+	argv, err := Command(prof, deps, target, inRange)
 	if err != nil {
 		return err
 	}
@@ -60,26 +86,30 @@ func (Backend) CreateCached(ctx context.Context, p *buildroot.Profile, deps []st
 	}
 	// Private mounts: mmdebstrap mounts /proc, /sys and /dev binds into
 	// the root; a killed run must not leave them behind.
-	if err := buildroot.Exec(ctx, log, buildroot.ExecOptions{PrivateMounts: true, Isolate: true, Repositories: buildroot.RepositoryURLs(p)}, argv...); err != nil {
+	o := buildroot.ExecOptions{PrivateMounts: true, Isolate: true, Repositories: buildroot.RepositoryURLs(p), UserNS: r.IDs, Binds: binds,
+		// HOME is where dpkg and apt look for user settings; the range's
+		// root may not read the host root's.
+		Env: []string{"HOME=/nonexistent"}}
+	if inRange {
+		// The root of the namespace must own the tree it fills; the
+		// downloaded archives linked in stay the host's, read-only to it.
+		if err := ownTop(dir, filepath.Join(dir, archives), r.IDs); err != nil {
+			return fmt.Errorf("create buildroot with mmdebstrap: %w", err)
+		}
+	}
+	if err := buildroot.Exec(ctx, log, o, argv...); err != nil {
 		return fmt.Errorf("create buildroot with mmdebstrap: %w", err)
 	}
 	if downloads == "" {
 		return nil
 	}
-	n, err := linkDebs(filepath.Join(dir, archives), downloads)
+	n, err := keepDebs(dir, archives, downloads, r.IDs)
 	if err != nil {
 		return fmt.Errorf("keep downloaded packages: %w", err)
 	}
 	fmt.Fprintf(log, "kept %d newly downloaded packages in %s\n", n, downloads)
 	if err := pruneDebs(downloads, maxUnused); err != nil {
 		fmt.Fprintf(log, "warning: prune %s: %v\n", downloads, err)
-	}
-	// A buildroot carries no package cache, as with mmdebstrap's default cleanup.
-	debs, _ := filepath.Glob(filepath.Join(dir, archives, "*.deb"))
-	for _, d := range debs {
-		if err := os.Remove(d); err != nil {
-			return fmt.Errorf("clean apt archive: %w", err)
-		}
 	}
 	return nil
 }
@@ -119,6 +149,103 @@ func linkDebs(src, dst string) (int, error) {
 	return n, nil
 }
 
+// ownTop gives dir and the directories from dir down to below (which the
+// download cache created) to the range's root.
+func ownTop(dir, below string, ids sandbox.IDMap) error {
+	p := below
+	for {
+		if err := os.Lchown(p, int(ids.UID), int(ids.GID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if p == dir || len(p) <= len(dir) {
+			return nil
+		}
+		p = filepath.Dir(p)
+	}
+}
+
+// keepDebs hard-links the packages apt downloaded into the root's archive
+// (rel, below dir) into downloads, makes them the host root's and
+// read-only, and empties the archive: a buildroot carries no package
+// cache, as with mmdebstrap's default cleanup. It returns how many it
+// kept.
+//
+// The root's tree was written by maintainer scripts, so every path is
+// resolved beneath dir (a link pointing out of it is an error), and only
+// files with one link whose owner is the range's are taken: nothing of
+// the host is ever linked or given to the host's root.
+func keepDebs(dir, rel, downloads string, ids sandbox.IDMap) (int, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	d, err := root.Open(rel)
+	if err != nil {
+		return 0, err
+	}
+	ents, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".deb") {
+			continue
+		}
+		name := filepath.Join(rel, e.Name())
+		kept, err := keepDeb(root, name, filepath.Join(downloads, e.Name()), ids)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if kept {
+			n++
+		}
+		if err := root.Remove(name); err != nil {
+			errs = append(errs, fmt.Errorf("clean apt archive: %w", err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+func keepDeb(root *os.Root, name, dst string, ids sandbox.IDMap) (bool, error) {
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		// A symlink or something else that is no package.
+		return false, nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.Mode().IsRegular() || st.Nlink != 1 {
+		// Linked in from downloads (or a link to anything else).
+		return false, nil
+	}
+	if ids.Count != 0 && (st.Uid < ids.UID || st.Uid-ids.UID >= ids.Count) {
+		return false, nil
+	}
+	// Link the open file itself, so no path is resolved twice.
+	err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("keep %s: %w", filepath.Base(name), err)
+	}
+	if err := f.Chown(0, 0); err != nil {
+		return true, fmt.Errorf("keep %s: %w", filepath.Base(name), err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return true, fmt.Errorf("keep %s: %w", filepath.Base(name), err)
+	}
+	return true, nil
+}
+
 // pruneDebs removes packages no root linked for maxAge. Linking a file
 // changes its inode's ctime, so ctime is the last use.
 func pruneDebs(dir string, maxAge time.Duration) error {
@@ -139,8 +266,9 @@ func pruneDebs(dir string, maxAge time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// Command is the mmdebstrap argument vector for the profile.
-func Command(p *buildroot.Profile, deps []string, dir string) ([]string, error) {
+// Command is the mmdebstrap argument vector for the profile; unshare
+// selects mmdebstrap's mode for a run as root of a user namespace.
+func Command(p *buildroot.Profile, deps []string, dir string, unshare bool) ([]string, error) {
 	if p.PackageManager != "apt" {
 		return nil, fmt.Errorf("native backend: package manager %q is not apt (use the kiwi backend)", p.PackageManager)
 	}
@@ -184,8 +312,14 @@ func Command(p *buildroot.Profile, deps []string, dir string) ([]string, error) 
 			}
 		}
 	}
+	mode := "--mode=root"
+	if unshare {
+		// Run as root of a user namespace (see CreatesInRange), where
+		// mknod is not allowed: unshare mode binds device nodes instead.
+		mode = "--mode=unshare"
+	}
 	argv := []string{"mmdebstrap",
-		"--mode=root",
+		mode,
 		"--variant=apt",
 		"--format=directory",
 		"--architectures=" + buildroot.DebianArch(p.Arch),

@@ -18,7 +18,7 @@ func TestCommand(t *testing.T) {
 		Bootstrap: []string{"ca-certificates"},
 		Packages:  []string{"build-essential", "debhelper"},
 	}
-	argv, err := Command(p, []string{"debhelper", "libfoo-dev"}, "/cache/tmp-1")
+	argv, err := Command(p, []string{"debhelper", "libfoo-dev"}, "/cache/tmp-1", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestCommand(t *testing.T) {
 		"rpm-md":    {PackageManager: "apt", Repositories: []buildroot.Repository{{Type: buildroot.RepoRpmMd, Path: "http://x.example.org/"}}},
 		"flat only": {PackageManager: "apt", Repositories: []buildroot.Repository{{Type: buildroot.RepoAptDeb, Path: "http://x.example.org/"}}},
 	} {
-		if _, err := Command(bad, nil, "/x"); err == nil || !strings.Contains(err.Error(), "native backend") {
+		if _, err := Command(bad, nil, "/x", false); err == nil || !strings.Contains(err.Error(), "native backend") {
 			t.Errorf("%s: err = %v", name, err)
 		}
 	}
@@ -53,9 +53,12 @@ func TestCommandSignedBy(t *testing.T) {
 		{Type: buildroot.RepoAptDeb, Path: "http://deb.example/debian", Distribution: "bookworm", Components: []string{"main"}},
 		{Type: buildroot.RepoAptDeb, Path: "http://repo:8080/projects/T/bookworm", Distribution: "bookworm", Components: []string{"main"}, SignedBy: "/keys/repo.gpg"},
 	}}
-	argv, err := Command(p, nil, "/x")
+	argv, err := Command(p, nil, "/x", true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.Contains(argv, "--mode=unshare") || slices.Contains(argv, "--mode=root") {
+		t.Errorf("a root for an id range is not made in unshare mode: %q", argv)
 	}
 	if !slices.Contains(argv, "deb [signed-by=/keys/repo.gpg] http://repo:8080/projects/T/bookworm bookworm main") ||
 		!slices.Contains(argv, "deb http://deb.example/debian bookworm main") {
