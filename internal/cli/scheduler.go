@@ -131,18 +131,15 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		rf.fenceAfter = scheduler.DefaultFenceAfter
 	}
 	jobCmd := append([]string{env.Exe, "job"}, rf.jobArgs(o.brokerConfig)...)
-	var jobEnv []string
-	if rf.collectorTokenFile == "" {
-		if t := env.Getenv("CB_COLLECTOR_TOKEN"); t != "" {
-			jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
-		} else if t := cfg.Collector.Token; t != "" {
-			jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
-		}
+	// The scheduler holds the upload secret; its jobs get a ticket each.
+	secret, err := rf.uploadToken(env, cfg)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
 	}
 	sources := rf.sources
 	s, err := scheduler.New(scheduler.Config{
 		RunnerGroup: rf.group, RunnerRoot: rf.runnerRoot, Sources: sources, ThisHost: rf.thisHost,
-		BuildLimit: o.buildLimit, PollTimeout: o.pollTimeout, JobCommand: jobCmd, JobEnv: jobEnv,
+		BuildLimit: o.buildLimit, PollTimeout: o.pollTimeout, JobCommand: jobCmd, UploadSecret: []byte(secret),
 		Pull:     func(ctx context.Context) error { return source.Pull(ctx, sources, logger) },
 		Consumer: consumer, Publisher: client, Logger: logger, ArtifactURL: announcedArtifactURL(cfg, rf.thisHost), Ledger: ledger,
 		HeartbeatInterval: o.heartbeat, StuckTimeout: o.stuck, FenceAfter: rf.fenceAfter, LogIdleLimit: logIdle,
