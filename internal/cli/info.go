@@ -19,9 +19,10 @@ func init() {
 }
 
 // infoDefaultArtifactListen is where the artifact endpoint listens unless
-// configured: on every interface, because clients are elsewhere. It always
-// requires a token or a client certificate.
-const infoDefaultArtifactListen = ":8081"
+// configured: loopback only. Clients elsewhere need an address set
+// explicitly, and TLS or artifacts.allow_plain_http. It always requires a
+// token or a client certificate.
+const infoDefaultArtifactListen = artifact.DefaultListen
 
 func runInfo(ctx context.Context, env *Env, args []string) int {
 	fs, common := newFlagSet(env, "info", "[flags]")
@@ -87,7 +88,7 @@ func runInfo(ctx context.Context, env *Env, args []string) int {
 		url = ep.URL
 	}
 	acfg := artifact.Config{Root: *runnerRoot, Token: token, ClientCA: ep.ClientCA, TLSCert: ep.TLSCert, TLSKey: ep.TLSKey,
-		Listen: listen, Logger: logger}
+		Listen: listen, AllowPlainHTTP: ep.AllowPlainHTTP, Logger: logger}
 	serveArtifacts := listen != "off"
 	if serveArtifacts && token == "" && ep.ClientCA == "" {
 		logger.Warn("artifact endpoint disabled: set artifacts.token, token_file or client_ca in the runner config", "config", *runnerConfig)
