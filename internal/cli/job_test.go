@@ -36,3 +36,16 @@ func TestJobArgsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A job's upload ticket outlives the longest the job may take.
+func TestTicketTTL(t *testing.T) {
+	for _, tt := range []struct{ build, prepare, want time.Duration }{
+		{4 * time.Hour, 0, 24 * time.Hour},
+		{30 * time.Hour, 0, 32 * time.Hour},
+		{30 * time.Hour, 3 * time.Hour, 34 * time.Hour},
+	} {
+		if got := ticketTTL(tt.build, tt.prepare); got != tt.want {
+			t.Errorf("ticketTTL(%s, %s) = %s, want %s", tt.build, tt.prepare, got, tt.want)
+		}
+	}
+}
