@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/artifact"
+	"github.com/cloud-builder/cb/internal/bearer"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/info"
 	"github.com/cloud-builder/cb/internal/metrics"
@@ -93,6 +94,12 @@ func runInfo(ctx context.Context, env *Env, args []string) int {
 	if serveArtifacts && token == "" && ep.ClientCA == "" {
 		logger.Warn("artifact endpoint disabled: set artifacts.token, token_file or client_ca in the runner config", "config", *runnerConfig)
 		serveArtifacts = false
+	}
+	// What ListenAndServe refuses at start, named before it: only a
+	// literal loopback address or localhost passes here.
+	if h, _, _ := net.SplitHostPort(listen); serveArtifacts && ep.TLSCert == "" && !ep.AllowPlainHTTP && !bearer.Loopback(h) {
+		fmt.Fprintf(env.Stderr, "cb-info: %s: artifacts.listen %q is not loopback: set tls_cert and tls_key, or allow_plain_http: true\n", *runnerConfig, listen)
+		return ExitUsage
 	}
 	if *checkConfig {
 		fmt.Fprintln(env.Stdout, "configuration ok")
