@@ -184,6 +184,7 @@ func (f *runnerFlags) uploader(env *Env, cfg *config.Broker, r *message.BuildReq
 	if err != nil || secret == "" {
 		return c, err
 	}
+	logger.Info("no upload ticket from a scheduler: minting one for this request from the upload token")
 	t, err := target.ForRequest(f.runnerRoot, r)
 	if err != nil {
 		return nil, err

@@ -56,6 +56,17 @@ func (s *Server) authenticate(r *http.Request) (*upload.Claims, error) {
 	return nil, nil
 }
 
+// credential names what an authenticated upload came with, for the log.
+func credential(r *http.Request, ticket *upload.Claims) string {
+	switch {
+	case ticket != nil:
+		return "ticket"
+	case r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
+		return "client certificate"
+	}
+	return "token"
+}
+
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	ticket, err := s.authenticate(r)
 	if err != nil {
@@ -83,7 +94,8 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer os.RemoveAll(st.dir)
-	logger := s.logger.With("request_id", st.m.RequestID, "repository", st.m.RepoPath, "package", st.m.Name, "arch", st.m.Arch)
+	logger := s.logger.With("request_id", st.m.RequestID, "repository", st.m.RepoPath, "package", st.m.Name, "arch", st.m.Arch,
+		"credential", credential(r, ticket))
 	err = s.signRPMs(s.ctx, st)
 	changed := false
 	if err == nil {
