@@ -259,12 +259,14 @@ func newFaultSystem(t *testing.T, cfg faultConfig) *faultSystem {
 	}
 	collector := fs.net.hubHostPort(8080)
 	// The broker config holds only the original's keys; ours go to the
-	// runner config.
+	// runner config. The collector is plain HTTP on the test network's
+	// hub address, not loopback: the runners must be told to send their
+	// upload tickets there.
 	brokerConfig := filepath.Join(fs.dir, "broker.yml")
 	runnerConfig := filepath.Join(fs.dir, "runner.yml")
 	for p, cfg := range map[string]string{
 		brokerConfig: fmt.Sprintf("broker:\n  host: %s\nrunner:\n  group: debian\n", fs.brokerAddr),
-		runnerConfig: fmt.Sprintf("collector:\n  url: http://%s\n  token_file: %s\n", collector, tokenFile),
+		runnerConfig: fmt.Sprintf("collector:\n  url: http://%s\n  token_file: %s\n  allow_plain_http: true\n", collector, tokenFile),
 	} {
 		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)

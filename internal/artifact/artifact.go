@@ -48,8 +48,12 @@ type Config struct {
 	ClientCA string
 	// TLSCert and TLSKey make ListenAndServe serve HTTPS.
 	TLSCert, TLSKey string
-	// Listen is the address ListenAndServe listens on.
+	// Listen is the address ListenAndServe listens on; DefaultListen
+	// (loopback) when empty.
 	Listen string
+	// AllowPlainHTTP lets ListenAndServe serve plain HTTP on an address
+	// that is not loopback (artifacts.allow_plain_http).
+	AllowPlainHTTP bool
 	// PollInterval is how often a followed log is checked for new bytes
 	// and the build for its end. 0 means 250ms.
 	PollInterval time.Duration

@@ -12,10 +12,22 @@ import (
 	"time"
 )
 
-// ListenAndServe serves the endpoint on cfg.Listen until ctx is done, then
-// shuts down gracefully. With TLSCert/TLSKey it serves HTTPS; with ClientCA
-// it verifies client certificates (optional per request, so token clients
-// keep working). ready, when not nil, gets the listening address.
+// DefaultListen is where the endpoint listens unless configured: loopback
+// only. Serving other machines takes an explicit address, and TLS or
+// AllowPlainHTTP.
+const DefaultListen = "127.0.0.1:8081"
+
+// ErrPlainHTTP is returned by ListenAndServe for plain HTTP on an address
+// that is not loopback without AllowPlainHTTP: its clients would send
+// their token in clear.
+var ErrPlainHTTP = errors.New("artifact endpoint: refusing to serve plain HTTP on an address that is not loopback")
+
+// ListenAndServe serves the endpoint on cfg.Listen (DefaultListen when
+// empty) until ctx is done, then shuts down gracefully. With
+// TLSCert/TLSKey it serves HTTPS; with ClientCA it verifies client
+// certificates (optional per request, so token clients keep working).
+// Plain HTTP is served on loopback only, unless cfg.AllowPlainHTTP.
+// ready, when not nil, gets the listening address.
 func ListenAndServe(ctx context.Context, cfg Config, ready func(net.Addr)) error {
 	if cfg.Token == "" && cfg.ClientCA == "" {
 		return ErrNoAuth
@@ -24,9 +36,18 @@ func ListenAndServe(ctx context.Context, cfg Config, ready func(net.Addr)) error
 	if err != nil {
 		return err
 	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("artifact endpoint: listen %s: %w", cfg.Listen, err)
+	}
+	// Checked on the bound address, so a host name that resolves to
+	// loopback counts as loopback and ":8081" (every interface) does not.
+	if tlsCfg == nil && !cfg.AllowPlainHTTP && !loopback(ln.Addr()) {
+		ln.Close()
+		return fmt.Errorf("%w: %s (configure tls_cert and tls_key, or set artifacts.allow_plain_http: true)", ErrPlainHTTP, cfg.Listen)
 	}
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
@@ -54,6 +75,11 @@ func ListenAndServe(ctx context.Context, cfg Config, ready func(net.Addr)) error
 		err = errors.Join(err, e)
 	}
 	return err
+}
+
+func loopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 func serverTLS(cfg Config) (*tls.Config, error) {

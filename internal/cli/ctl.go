@@ -253,6 +253,7 @@ func runCtl(ctx context.Context, env *Env, args []string) int {
 		return fail(env, "ctl", fmt.Errorf("%s: cbctl.artifacts: %w", f.runnerConfig, err))
 	}
 	client.ArtifactToken = env.Getenv(ctlEnvArtifactToken)
+	client.AllowPlainHTTP = rcfg.Ctl.Artifacts.AllowPlainHTTP
 	if client.ArtifactToken == "" {
 		if client.ArtifactToken, err = rcfg.Ctl.Artifacts.ReadToken(); err != nil {
 			return fail(env, "ctl", fmt.Errorf("%s: cbctl.artifacts: %w", f.runnerConfig, err))

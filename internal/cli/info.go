@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/artifact"
+	"github.com/cloud-builder/cb/internal/bearer"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/info"
 	"github.com/cloud-builder/cb/internal/metrics"
@@ -19,9 +20,10 @@ func init() {
 }
 
 // infoDefaultArtifactListen is where the artifact endpoint listens unless
-// configured: on every interface, because clients are elsewhere. It always
-// requires a token or a client certificate.
-const infoDefaultArtifactListen = ":8081"
+// configured: loopback only. Clients elsewhere need an address set
+// explicitly, and TLS or artifacts.allow_plain_http. It always requires a
+// token or a client certificate.
+const infoDefaultArtifactListen = artifact.DefaultListen
 
 func runInfo(ctx context.Context, env *Env, args []string) int {
 	fs, common := newFlagSet(env, "info", "[flags]")
@@ -87,11 +89,17 @@ func runInfo(ctx context.Context, env *Env, args []string) int {
 		url = ep.URL
 	}
 	acfg := artifact.Config{Root: *runnerRoot, Token: token, ClientCA: ep.ClientCA, TLSCert: ep.TLSCert, TLSKey: ep.TLSKey,
-		Listen: listen, Logger: logger}
+		Listen: listen, AllowPlainHTTP: ep.AllowPlainHTTP, Logger: logger}
 	serveArtifacts := listen != "off"
 	if serveArtifacts && token == "" && ep.ClientCA == "" {
 		logger.Warn("artifact endpoint disabled: set artifacts.token, token_file or client_ca in the runner config", "config", *runnerConfig)
 		serveArtifacts = false
+	}
+	// What ListenAndServe refuses at start, named before it: only a
+	// literal loopback address or localhost passes here.
+	if h, _, _ := net.SplitHostPort(listen); serveArtifacts && ep.TLSCert == "" && !ep.AllowPlainHTTP && !bearer.Loopback(h) {
+		fmt.Fprintf(env.Stderr, "cb-info: %s: artifacts.listen %q is not loopback: set tls_cert and tls_key, or allow_plain_http: true\n", *runnerConfig, listen)
+		return ExitUsage
 	}
 	if *checkConfig {
 		fmt.Fprintln(env.Stdout, "configuration ok")

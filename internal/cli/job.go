@@ -116,7 +116,9 @@ func (f *runnerFlags) projectRepos() *buildroot.ProjectRepos {
 
 // jobArgs is the argument list of a `cb job` process that runs with the
 // same runner flags; register parses it back (TestJobArgsRoundTrip). The
-// token itself never goes on the argv, where every user can read it.
+// job gets no upload token at all, neither on the argv nor its file: the
+// scheduler passes it an upload ticket for its request
+// (scheduler.Config.UploadSecret).
 func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 	args := []string{"--runner-root", f.runnerRoot, "--sources", f.sources,
 		"--this-host", f.thisHost, "--runner-group", f.group, "--broker", f.brokerHosts,
@@ -130,9 +132,6 @@ func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 	}
 	if f.collectorURL != "" {
 		args = append(args, "--collector-url", f.collectorURL)
-	}
-	if f.collectorTokenFile != "" {
-		args = append(args, "--collector-token-file", f.collectorTokenFile)
 	}
 	if f.collectorKeyFile != "" {
 		args = append(args, "--collector-key-file", f.collectorKeyFile)
@@ -153,22 +152,47 @@ func (f *runnerFlags) jobConfig(logger *slog.Logger) job.Config {
 	return jc
 }
 
-// uploader returns the collector client, or nil when no collector is set.
-func (f *runnerFlags) uploader(env *Env, cfg *config.Broker, logger *slog.Logger) (upload.Uploader, error) {
+// uploadToken is the runner group's upload secret: CB_COLLECTOR_TOKEN,
+// else the token (file) of the collector endpoint; "" when none is set.
+func (f *runnerFlags) uploadToken(env *Env, cfg *config.Broker) (string, error) {
+	if f.collectorURL == "" {
+		return "", nil
+	}
+	if t := env.Getenv(upload.EnvToken); t != "" {
+		return t, nil
+	}
+	ep := cfg.Collector
+	if f.collectorTokenFile != "" {
+		ep.Token, ep.TokenFile = "", f.collectorTokenFile
+	}
+	return ep.ReadToken()
+}
+
+// uploader returns the collector client of request r's job, or nil when no
+// collector is set. It uploads with the ticket the scheduler passed in
+// the environment. A job started by hand, without one, mints its own
+// from the upload token, so it is bound to its request all the same.
+func (f *runnerFlags) uploader(env *Env, cfg *config.Broker, r *message.BuildRequest, logger *slog.Logger) (upload.Uploader, error) {
 	if f.collectorURL == "" {
 		return nil, nil
 	}
-	token := env.Getenv("CB_COLLECTOR_TOKEN")
-	if token == "" {
-		ep := cfg.Collector
-		ep.TokenFile = f.collectorTokenFile
-		t, err := ep.ReadToken()
-		if err != nil {
-			return nil, err
-		}
-		token = t
+	c := &collect.Client{URL: strings.TrimRight(f.collectorURL, "/"), Token: env.Getenv(upload.EnvTicket),
+		AllowPlainHTTP: cfg.Collector.AllowPlainHTTP, Logger: logger}
+	if c.Token != "" {
+		return c, nil
 	}
-	return &collect.Client{URL: strings.TrimRight(f.collectorURL, "/"), Token: token, Logger: logger}, nil
+	secret, err := f.uploadToken(env, cfg)
+	if err != nil || secret == "" {
+		return c, err
+	}
+	logger.Info("no upload ticket from a scheduler: minting one for this request from the upload token")
+	t, err := target.ForRequest(f.runnerRoot, r)
+	if err != nil {
+		return nil, err
+	}
+	c.Token, err = upload.MintTicket([]byte(secret), upload.Claims{RequestID: r.RequestID, Project: r.Project,
+		RepoPath: t.RepoPath(), Arch: t.Arch(), Expires: time.Now().Add(upload.DefaultTicketTTL)})
+	return c, err
 }
 
 func runJob(ctx context.Context, env *Env, args []string) int {
@@ -208,7 +232,7 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 		return fail(env, "job", err)
 	}
 	defer client.Close()
-	up, err := rf.uploader(env, cfg, logger)
+	up, err := rf.uploader(env, cfg, &e.Request, logger)
 	if err != nil {
 		return fail(env, "job", err)
 	}

@@ -4,14 +4,19 @@ import (
 	"context"
 	"flag"
 	"io"
+	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 // The scheduler starts `cb job` with jobArgs; the job parses them with
@@ -32,6 +37,8 @@ func TestJobArgsRoundTrip(t *testing.T) {
 		if err := fs.Parse(in.jobArgs("/etc/cloud_builder_broker.yml")); err != nil {
 			t.Fatal(err)
 		}
+		// The job gets no upload token: the scheduler mints it a ticket.
+		in.collectorTokenFile = ""
 		if !reflect.DeepEqual(out, in) {
 			t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
 		}
@@ -85,5 +92,55 @@ func TestJobResponsesNameArtifactURL(t *testing.T) {
 	want := map[string]string{"final": "https://10.0.0.7:8081/v1/targets/projects/T/cb-tool@bookworm.x86_64/", "plain": ""}
 	if !maps.Equal(got, want) {
 		t.Fatalf("artifact url headers %q, want %q", got, want)
+	}
+}
+
+// A job's upload ticket outlives the longest the job may take.
+func TestTicketTTL(t *testing.T) {
+	for _, tt := range []struct{ build, prepare, want time.Duration }{
+		{4 * time.Hour, 0, 24 * time.Hour},
+		{30 * time.Hour, 0, 32 * time.Hour},
+		{30 * time.Hour, 3 * time.Hour, 34 * time.Hour},
+	} {
+		if got := ticketTTL(tt.build, tt.prepare); got != tt.want {
+			t.Errorf("ticketTTL(%s, %s) = %s, want %s", tt.build, tt.prepare, got, tt.want)
+		}
+	}
+}
+
+// A job uploads with the ticket the scheduler gave it; started by hand
+// without one, it mints its own from the token, bound to its request.
+func TestJobUploadsWithTicket(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "upload.token")
+	if err := os.WriteFile(tokenFile, []byte("group-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req := &message.BuildRequest{RequestID: "r-1", Project: "projects/MS/xclock", Package: &message.PackageTarget{Dist: "TW", Arch: "x86_64"}}
+	cfg := &config.Broker{}
+	cfg.Collector.TokenFile = tokenFile
+	f := &runnerFlags{runnerRoot: t.TempDir(), collectorURL: "http://127.0.0.1:1"}
+	for name, envs := range map[string]map[string]string{
+		"from the scheduler": {upload.EnvTicket: "cbt1.given"},
+		"minted by hand":     {},
+	} {
+		env := &Env{Getenv: func(k string) string { return envs[k] }}
+		up, err := f.uploader(env, cfg, req, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := up.(*collect.Client)
+		if given := envs[upload.EnvTicket]; given != "" {
+			if c.Token != given {
+				t.Errorf("%s: token %q, want the given ticket", name, c.Token)
+			}
+			continue
+		}
+		claims, err := upload.VerifyTicket([]byte("group-secret"), c.Token, time.Now())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := claims.Covers(upload.Upload{RequestID: "r-1", Project: "projects/MS/xclock", RepoPath: "projects/MS/TW", Arch: "x86_64"}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

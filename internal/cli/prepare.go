@@ -80,7 +80,7 @@ func (f *stepFlags) config(env *Env, name string) (job.Config, *message.BuildReq
 			return job.Config{}, nil, nil, err
 		}
 		jc.Publisher, closeFn = client, client.Close
-		if jc.Uploader, err = f.uploader(env, cfg, logger); err != nil {
+		if jc.Uploader, err = f.uploader(env, cfg, req, logger); err != nil {
 			client.Close()
 			return job.Config{}, nil, nil, err
 		}

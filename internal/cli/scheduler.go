@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/broker"
+	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/job"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
 	"github.com/cloud-builder/cb/internal/scheduler"
 	"github.com/cloud-builder/cb/internal/source"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 func init() {
@@ -131,20 +133,18 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		rf.fenceAfter = scheduler.DefaultFenceAfter
 	}
 	jobCmd := append([]string{env.Exe, "job"}, rf.jobArgs(o.brokerConfig)...)
-	var jobEnv []string
-	if rf.collectorTokenFile == "" {
-		if t := env.Getenv("CB_COLLECTOR_TOKEN"); t != "" {
-			jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
-		} else if t := cfg.Collector.Token; t != "" {
-			jobEnv = append(jobEnv, "CB_COLLECTOR_TOKEN="+t)
-		}
+	// The scheduler holds the upload secret; its jobs get a ticket each.
+	secret, err := rf.uploadToken(env, cfg)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
 	}
 	sources := rf.sources
 	s, err := scheduler.New(scheduler.Config{
 		RunnerGroup: rf.group, RunnerRoot: rf.runnerRoot, Sources: sources, ThisHost: rf.thisHost,
-		BuildLimit: o.buildLimit, PollTimeout: o.pollTimeout, JobCommand: jobCmd, JobEnv: jobEnv,
-		Pull:     func(ctx context.Context) error { return source.Pull(ctx, sources, logger) },
-		Consumer: consumer, Publisher: client, Logger: logger, ArtifactURL: announcedArtifactURL(cfg, rf.thisHost), Ledger: ledger,
+		BuildLimit: o.buildLimit, PollTimeout: o.pollTimeout, JobCommand: jobCmd, UploadSecret: []byte(secret),
+		TicketTTL: ticketTTL(rf.buildTimeout, rf.sandbox.PrepareTimeout),
+		Pull:      func(ctx context.Context) error { return source.Pull(ctx, sources, logger) },
+		Consumer:  consumer, Publisher: client, Logger: logger, ArtifactURL: announcedArtifactURL(cfg, rf.thisHost), Ledger: ledger,
 		HeartbeatInterval: o.heartbeat, StuckTimeout: o.stuck, FenceAfter: rf.fenceAfter, LogIdleLimit: logIdle,
 	})
 	if err != nil {
@@ -167,6 +167,16 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 		return s.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// ticketTTL is how long a job's upload ticket stays valid: a day, or
+// longer when the job's time limits (prepare, build, an hour for the
+// upload and its retries) add up to more.
+func ticketTTL(build, prepare time.Duration) time.Duration {
+	if prepare <= 0 {
+		prepare = buildroot.DefaultTimeout
+	}
+	return max(upload.DefaultTicketTTL, build+prepare+time.Hour)
 }
 
 // announcedArtifactURL is the artifact endpoint URL a runner announces in

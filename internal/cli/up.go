@@ -42,6 +42,7 @@ type upFlags struct {
 	buildLimit                                          int
 	interval, baseInterval                              time.Duration
 	noDepsolver                                         bool
+	allowPlainHTTP                                      bool
 }
 
 func runUp(ctx context.Context, env *Env, args []string) int {
@@ -60,6 +61,7 @@ func runUp(ctx context.Context, env *Env, args []string) int {
 	fs.StringVar(&f.brokerListen, "broker-listen", config.DefaultBrokerHost, "embedded broker address")
 	fs.StringVar(&f.repoListen, "repo-listen", "127.0.0.1:8080", "collector: repositories, uploads, status")
 	fs.StringVar(&f.artifactListen, "artifact-listen", "127.0.0.1:8081", "runner artifact endpoint: logs and binaries")
+	fs.BoolVar(&f.allowPlainHTTP, "allow-plain-http", false, "let the artifact endpoint serve, and token clients send tokens over, plain HTTP on an --artifact-listen that is not loopback")
 	fs.StringVar(&f.metrics, "metrics-listen", "127.0.0.1:9100", "/healthz and /metrics of every service")
 	fs.StringVar(&f.depsolverListen, "depsolver-listen", DefaultDepsolverListen, "cb-depsolver API: dependency graph and target states")
 	fs.DurationVar(&f.baseInterval, "base-interval", 10*time.Minute, "cb-depsolver: shortest time between base repository checks (0: off)")
@@ -165,7 +167,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	defer uiClient.Close()
 	var coll *collect.Server
 	model := web.NewModel()
-	ui, err := web.New(web.Config{Model: model, Publisher: uiClient, Token: uiToken, ArtifactToken: artifactToken,
+	ui, err := web.New(web.Config{Model: model, Publisher: uiClient, Token: uiToken, ArtifactToken: artifactToken, ArtifactAllowPlainHTTP: f.allowPlainHTTP,
 		Status: func(context.Context) (*collect.Status, error) { return coll.Status(), nil },
 		Logger: logger.With("component", "web")})
 	if err != nil {
@@ -196,14 +198,14 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	if err := os.WriteFile(uploadTokenFile, []byte(coll.Token()+"\n"), 0o600); err != nil {
 		return err
 	}
-	repoURL := "http://" + f.repoListen
-	artifactURL := "http://" + f.artifactListen
+	repoURL := localURL(f.repoListen)
+	artifactURL := localURL(f.artifactListen)
 
 	// Configuration files for the job processes and for the user's
 	// cb-ctl, ours and the original's: broker.yml and cbctl.yml hold only
 	// the original's keys, so its tools can share them.
 	keyFile := filepath.Join(st.repo, "repo.gpg")
-	for p, c := range upConfigs(st, brokerHost, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL) {
+	for p, c := range upConfigs(st, brokerHost, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL, f.allowPlainHTTP) {
 		if err := config.WriteFile(p, c); err != nil {
 			return err
 		}
@@ -246,7 +248,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	g.Go("web", func() error { return web.Follow(gctx, uiFeed, model, logger.With("component", "web")) })
 	g.Go("artifacts", func() error {
 		return artifact.ListenAndServe(gctx, artifact.Config{Root: st.runner, Token: artifactToken, Listen: f.artifactListen,
-			Logger: logger.With("component", "artifacts")}, func(a net.Addr) { ready("artifacts", a) })
+			AllowPlainHTTP: f.allowPlainHTTP, Logger: logger.With("component", "artifacts")}, func(a net.Addr) { ready("artifacts", a) })
 	})
 	g.Go("info", func() error {
 		return info.Run(gctx, info.Config{Broker: opts, Root: st.runner, ThisHost: "127.0.0.1", ArtifactURL: artifactURL,
@@ -429,16 +431,30 @@ func readOrCreateToken(path string) (string, error) {
 // broker config and cbctl.yml pass the original's schemas
 // (cloud_builder_broker_schema, cbctl_config_schema); what only this
 // implementation knows goes to the runner config.
-func upConfigs(st upState, brokerHost, group, repoURL, uploadTokenFile, artifactListen, artifactURL string) map[string]any {
+// localURL is the plain HTTP URL this machine reaches a server listening
+// on listen at: an unspecified host (every interface) is reached on
+// loopback, so the token clients of cb up stay on loopback too.
+func localURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func upConfigs(st upState, brokerHost, group, repoURL, uploadTokenFile, artifactListen, artifactURL string, allowPlainHTTP bool) map[string]any {
 	user, home := "root", os.Getenv("HOME")
 	if u, err := osuser.Current(); err == nil {
 		user, home = u.Username, u.HomeDir
 	}
 	runner := &config.Runner{
 		Collector: config.Endpoint{URL: repoURL, TokenFile: uploadTokenFile},
-		Artifacts: config.Endpoint{Listen: artifactListen, URL: artifactURL, TokenFile: st.artifactToken},
+		Artifacts: config.Endpoint{Listen: artifactListen, URL: artifactURL, TokenFile: st.artifactToken, AllowPlainHTTP: allowPlainHTTP},
 	}
-	runner.Ctl.Artifacts = config.Endpoint{TokenFile: st.artifactToken}
+	runner.Ctl.Artifacts = config.Endpoint{TokenFile: st.artifactToken, AllowPlainHTTP: allowPlainHTTP}
 	return map[string]any{
 		st.brokerConfig: &config.Broker{Broker: config.BrokerSection{Host: brokerHost}, Runner: config.RunnerSection{Group: group}, ThisHost: "127.0.0.1"},
 		st.runnerConfig: runner,

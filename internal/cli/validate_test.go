@@ -40,6 +40,9 @@ func TestServicesRefuseNonsenseFlags(t *testing.T) {
 		{[]string{"cb-ctl", "--watch"}, "cluster.runner_count: must not be negative", map[string]string{config.EnvCtlConfig: "cluster:\n  runner_count: -1\n"}},
 		{[]string{"cb-info"}, "collector (line 1) belongs in the runner config", map[string]string{config.EnvBrokerConfig: "collector:\n  url: http://x\n"}},
 		{[]string{"cb-scheduler"}, "broker.sasl.mechanism", map[string]string{config.EnvRunnerConfig: "broker:\n  sasl:\n    mechanism: MD5\n"}},
+		// Plain HTTP for the artifact endpoint off loopback needs TLS or an explicit allowance.
+		{[]string{"cb-info", "--check-config"}, "artifacts.listen \"0.0.0.0:8081\" is not loopback: set tls_cert and tls_key, or allow_plain_http: true",
+			map[string]string{config.EnvRunnerConfig: "artifacts:\n  listen: 0.0.0.0:8081\n  token: t\n"}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			env, _, stderr := serviceTestEnv(t)
@@ -139,4 +142,22 @@ func serviceTestEnv(t *testing.T) (*Env, *lockedBuffer, *lockedBuffer) {
 	}
 	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
 	return &Env{Stdout: stdout, Stderr: stderr, Getenv: func(k string) string { return files[k] }, Exe: "/bin/false"}, stdout, stderr
+}
+
+// An artifact endpoint off loopback passes the check with TLS or with the
+// explicit allowance.
+func TestInfoPlainHTTPAllowance(t *testing.T) {
+	for _, doc := range []string{
+		"artifacts:\n  listen: 0.0.0.0:8081\n  token: t\n  allow_plain_http: true\n",
+		"artifacts:\n  listen: 127.0.0.1:8081\n  token: t\n",
+		"artifacts:\n  listen: 0.0.0.0:8081\n  token: t\n  tls_cert: /c.pem\n  tls_key: /k.pem\n",
+	} {
+		env, _, stderr := serviceTestEnv(t)
+		if err := os.WriteFile(env.Getenv(config.EnvRunnerConfig), []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code := Run(t.Context(), env, []string{"cb-info", "--check-config"}); code != ExitOK {
+			t.Errorf("%q: exit %d: %s", doc, code, stderr)
+		}
+	}
 }

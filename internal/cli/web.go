@@ -78,8 +78,10 @@ func runWeb(ctx context.Context, env *Env, args []string) int {
 	}
 	// The UI reads the runners' artifact endpoints as a client, like cb-ctl.
 	artifactToken, err := rcfg.Ctl.Artifacts.ReadToken()
+	allowPlain := rcfg.Ctl.Artifacts.AllowPlainHTTP
 	if err == nil && artifactToken == "" {
 		artifactToken, err = cfg.Artifacts.ReadToken()
+		allowPlain = cfg.Artifacts.AllowPlainHTTP
 	}
 	if err != nil {
 		return fail(env, "web", fmt.Errorf("%s: artifact token: %w", *runnerConfig, err))
@@ -104,7 +106,7 @@ func runWeb(ctx context.Context, env *Env, args []string) int {
 	}
 	defer client.Close()
 	wcfg := web.Config{Publisher: client, Token: token, RepoURL: *repoURL, ArtifactToken: artifactToken,
-		ArtifactTLS: artifactTLS, Logger: logger}
+		ArtifactAllowPlainHTTP: allowPlain, ArtifactTLS: artifactTLS, Logger: logger}
 	if *collectorURL != "" {
 		wcfg.Status = web.StatusFrom(*collectorURL, &http.Client{Timeout: 10 * time.Second})
 	}

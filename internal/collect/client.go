@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/bearer"
 	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/upload"
 )
@@ -23,10 +24,16 @@ var _ upload.Uploader = (*Client)(nil)
 
 // Client pushes builds to a collector.
 type Client struct {
-	URL        string // collector base URL, e.g. http://repo:8080
-	Token      string
-	HTTPClient *http.Client // http.DefaultClient when nil; set it for client certificates
-	Logger     *slog.Logger
+	URL string // collector base URL, e.g. https://repo:8080
+	// Token is the bearer credential: an upload ticket
+	// (upload.MintTicket), or the plain upload token.
+	Token string
+	// AllowPlainHTTP lets the token go over plain HTTP to a host that is
+	// not loopback (collector.allow_plain_http of the runner config);
+	// otherwise such an upload fails before it connects.
+	AllowPlainHTTP bool
+	HTTPClient     *http.Client // http.DefaultClient when nil; set it for client certificates
+	Logger         *slog.Logger
 	// Attempts bounds the tries of one upload (default 5); Backoff is the
 	// first pause between them, doubled each time (default 1s).
 	Attempts int
@@ -78,6 +85,11 @@ func (c *Client) UploadResult(ctx context.Context, u upload.Upload) (*Result, er
 	}
 	if err := m.validate(-1); err != nil {
 		return nil, fmt.Errorf("upload %s: %w", u.Name, err)
+	}
+	if c.Token != "" {
+		if err := bearer.Check(c.URL, c.AllowPlainHTTP, "collector.allow_plain_http"); err != nil {
+			return nil, fmt.Errorf("upload %s: %w", u.Name, err)
+		}
 	}
 	attempts, backoff := c.Attempts, c.Backoff
 	if attempts <= 0 {

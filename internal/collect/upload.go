@@ -21,46 +21,81 @@ import (
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
 	"github.com/cloud-builder/cb/internal/repo"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
-// authorized accepts a verified client certificate or the bearer token.
-// The token is compared as a SHA-256 sum in constant time, so neither its
-// content nor its length leaks through timing.
-func (s *Server) authorized(r *http.Request) bool {
+// errForbidden marks an upload whose ticket names another upload.
+var errForbidden = errors.New("upload forbidden")
+
+// authenticate accepts a verified client certificate, the plain upload
+// token, or an upload ticket minted with it. It returns the ticket's
+// claims, or nil for a client certificate or the plain token: those are
+// the runner group's secret itself, whose holder could mint a ticket for
+// any repository anyway. The token is compared as a SHA-256 sum in
+// constant time, so neither its content nor its length leaks through
+// timing.
+func (s *Server) authenticate(r *http.Request) (*upload.Claims, error) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return true
-	}
-	if s.token == "" {
-		return false
+		return nil, nil
 	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if s.token == "" || !ok {
+		return nil, errors.New("upload: missing or wrong token")
+	}
+	if strings.HasPrefix(tok, upload.TicketPrefix) {
+		c, err := upload.VerifyTicket([]byte(s.token), tok, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("upload: %w", err)
+		}
+		return &c, nil
+	}
 	sum := sha256.Sum256([]byte(tok))
-	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1 && ok
+	if subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		return nil, errors.New("upload: missing or wrong token")
+	}
+	return nil, nil
+}
+
+// credential names what an authenticated upload came with, for the log.
+func credential(r *http.Request, ticket *upload.Claims) string {
+	switch {
+	case ticket != nil:
+		return "ticket"
+	case r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
+		return "client certificate"
+	}
+	return "token"
 }
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(r) {
+	ticket, err := s.authenticate(r)
+	if err != nil {
 		metrics.Uploads.WithLabelValues("unauthorized").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cb-collect"`)
-		s.logger.Warn("upload refused: not authenticated", "remote", r.RemoteAddr)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "upload: missing or wrong token"})
+		s.logger.Warn("upload refused: not authenticated", "remote", r.RemoteAddr, "err", err)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": err.Error()})
 		return
 	}
 	body := &errReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize+maxManifestSize+1<<20)}
-	st, err := s.receive(r.Context(), body)
+	st, err := s.receive(r.Context(), body, ticket)
 	if err != nil {
 		code := http.StatusBadRequest
 		var tooBig *http.MaxBytesError
 		if errors.As(body.err, &tooBig) {
 			code = http.StatusRequestEntityTooLarge
 		}
-		metrics.Uploads.WithLabelValues("rejected").Inc()
+		label := "rejected"
+		if errors.Is(err, errForbidden) {
+			code, label = http.StatusForbidden, "forbidden"
+		}
+		metrics.Uploads.WithLabelValues(label).Inc()
 		s.logger.Warn("upload refused", "remote", r.RemoteAddr, "err", err)
 		writeJSON(w, code, map[string]string{"error": err.Error()})
 		return
 	}
 	defer os.RemoveAll(st.dir)
-	logger := s.logger.With("request_id", st.m.RequestID, "repository", st.m.RepoPath, "package", st.m.Name, "arch", st.m.Arch)
+	logger := s.logger.With("request_id", st.m.RequestID, "repository", st.m.RepoPath, "package", st.m.Name, "arch", st.m.Arch,
+		"credential", credential(r, ticket))
 	err = s.signRPMs(s.ctx, st)
 	changed := false
 	if err == nil {
@@ -159,9 +194,10 @@ func (s *Server) signRPMs(ctx context.Context, st *staged) error {
 }
 
 // receive reads the tar stream into a fresh staging directory and checks
-// it against the manifest. Nothing of a stream that fails any check, or is
+// it against the manifest, and the manifest against the ticket, when the
+// upload came with one. Nothing of a stream that fails any check, or is
 // cut short, survives.
-func (s *Server) receive(ctx context.Context, body io.Reader) (st *staged, err error) {
+func (s *Server) receive(ctx context.Context, body io.Reader, ticket *upload.Claims) (st *staged, err error) {
 	dir, err := os.MkdirTemp(filepath.Join(s.cfg.StateDir, "staging"), "upload-")
 	if err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
@@ -189,6 +225,15 @@ func (s *Server) receive(ctx context.Context, body io.Reader) (st *staged, err e
 	}
 	if err := m.validate(s.cfg.MaxUploadSize); err != nil {
 		return nil, err
+	}
+	// The files are named below the manifest's repository and arch
+	// (validate checked each name), so a manifest the ticket covers
+	// writes nowhere else.
+	if ticket != nil {
+		u := upload.Upload{RequestID: m.RequestID, Project: m.Project, RepoPath: m.RepoPath, Arch: m.Arch}
+		if err := ticket.Covers(u); err != nil {
+			return nil, fmt.Errorf("%w: %w", errForbidden, err)
+		}
 	}
 	want := map[string]ManifestFile{}
 	for _, f := range m.Files {

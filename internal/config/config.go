@@ -146,6 +146,11 @@ type Endpoint struct {
 	TLSCert   string `yaml:"tls_cert,omitempty"`
 	TLSKey    string `yaml:"tls_key,omitempty"`
 	ClientCA  string `yaml:"client_ca,omitempty"`
+	// AllowPlainHTTP lets a server of this endpoint serve, and its
+	// clients send the token over, plain HTTP on an address that is not
+	// loopback. Without it they refuse: a token on the wire in clear is
+	// everyone's token.
+	AllowPlainHTTP bool `yaml:"allow_plain_http,omitempty"`
 	// KeyFile is the collector's public signing key, with which runners
 	// verify the project repositories added to buildroots.
 	KeyFile string `yaml:"key_file,omitempty"`

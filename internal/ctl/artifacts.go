@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/artifact"
+	"github.com/cloud-builder/cb/internal/bearer"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/message"
 )
@@ -92,6 +93,9 @@ func (c *Client) fetch(ctx context.Context, base, name string, follow bool) (*ht
 		return nil, fmt.Errorf("artifact request: %w", err)
 	}
 	if c.ArtifactToken != "" {
+		if err := bearer.Check(u, c.AllowPlainHTTP, "cbctl.artifacts.allow_plain_http"); err != nil {
+			return nil, fmt.Errorf("artifact request: %w", err)
+		}
 		req.Header.Set("Authorization", "Bearer "+c.ArtifactToken)
 	}
 	resp, err := c.http().Do(req)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -53,6 +54,12 @@ type runner struct {
 // startRunner starts cb-info and the artifact endpoint of a runner named
 // name. wrap, when not nil, wraps the artifact handler (fault injection).
 func (c *cluster) startRunner(name string, respondAlways bool, wrap func(http.Handler) http.Handler) *runner {
+	return c.startRunnerOn(nil, name, respondAlways, wrap)
+}
+
+// startRunnerOn is startRunner with the artifact endpoint on ln; nil
+// means a loopback listener.
+func (c *cluster) startRunnerOn(ln net.Listener, name string, respondAlways bool, wrap func(http.Handler) http.Handler) *runner {
 	t := c.t
 	t.Helper()
 	r := &runner{name: name, root: t.TempDir()}
@@ -60,7 +67,12 @@ func (c *cluster) startRunner(name string, respondAlways bool, wrap func(http.Ha
 	if wrap != nil {
 		h = wrap(h)
 	}
-	r.srv = httptest.NewServer(h)
+	r.srv = httptest.NewUnstartedServer(h)
+	if ln != nil {
+		r.srv.Listener.Close()
+		r.srv.Listener = ln
+	}
+	r.srv.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	cfg := info.Config{Broker: c.opts, Root: r.root, ThisHost: name, RespondAlways: respondAlways, ArtifactURL: r.srv.URL, Since: time.Now(), Logger: quietLogger()}

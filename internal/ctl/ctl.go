@@ -42,6 +42,9 @@ type Client struct {
 	HTTP *http.Client
 	// ArtifactToken is sent as bearer token to artifact endpoints.
 	ArtifactToken string
+	// AllowPlainHTTP lets ArtifactToken go over plain HTTP to endpoints
+	// that are not loopback (cbctl.artifacts.allow_plain_http).
+	AllowPlainHTTP bool
 	// NewID returns request ids; nil means random UUIDs.
 	NewID  func() string
 	Logger *slog.Logger

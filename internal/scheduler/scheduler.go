@@ -38,6 +38,7 @@ import (
 	"github.com/cloud-builder/cb/internal/metrics"
 	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
+	"github.com/cloud-builder/cb/internal/upload"
 )
 
 // Consumer is the runner group's shared-queue consumer; *broker.Consumer
@@ -84,6 +85,15 @@ type Config struct {
 	// JobEnv is added to the job's environment (secrets go here, not
 	// on the argv where every user can read them).
 	JobEnv []string
+	// UploadSecret is the runner group's upload secret (the collector
+	// token). The job gets no secret: the scheduler mints it an upload
+	// ticket (upload.MintTicket) bound to its request, project,
+	// repository and arch, in the environment as upload.EnvTicket. Empty:
+	// no ticket.
+	UploadSecret []byte
+	// TicketTTL is how long a job's upload ticket is valid;
+	// upload.DefaultTicketTTL when zero.
+	TicketTTL time.Duration
 	// Pull updates the source checkout before a rebuild; nil skips it.
 	Pull      func(ctx context.Context) error
 	Consumer  Consumer
@@ -720,9 +730,14 @@ func (s *Scheduler) start(e *journal.Entry) error {
 	if err != nil {
 		return err
 	}
+	env, err := s.jobEnv(e, t)
+	if err != nil {
+		logf.Close()
+		return err
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), s.cfg.JobEnv...)
+	cmd.Env = env
 	// Its own process group, so a reset ends every tool it started (see
 	// proc.KillGroup); no context, so a scheduler crash does not end it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -742,6 +757,31 @@ func (s *Scheduler) start(e *journal.Entry) error {
 		s.exited(r)
 	}()
 	return nil
+}
+
+// jobEnv is the environment of e's job: the scheduler's, without the
+// upload secret, plus JobEnv and the job's upload ticket.
+func (s *Scheduler) jobEnv(e *journal.Entry, t target.Target) ([]string, error) {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != upload.EnvToken && k != upload.EnvTicket {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, s.cfg.JobEnv...)
+	if len(s.cfg.UploadSecret) == 0 {
+		return env, nil
+	}
+	ttl := s.cfg.TicketTTL
+	if ttl <= 0 {
+		ttl = upload.DefaultTicketTTL
+	}
+	ticket, err := upload.MintTicket(s.cfg.UploadSecret, upload.Claims{RequestID: e.Request.RequestID,
+		Project: e.Request.Project, RepoPath: t.RepoPath(), Arch: t.Arch(), Expires: time.Now().Add(ttl)})
+	if err != nil {
+		return nil, fmt.Errorf("start job: %w", err)
+	}
+	return append(env, upload.EnvTicket+"="+ticket), nil
 }
 
 func (s *Scheduler) track(r *run) {

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cloud-builder/cb/internal/artifact"
+	"github.com/cloud-builder/cb/internal/bearer"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/target"
@@ -267,6 +268,9 @@ func (s *Server) get(ctx context.Context, u string, hdr http.Header) (*http.Resp
 		req.Header[k] = v
 	}
 	if s.cfg.ArtifactToken != "" {
+		if err := bearer.Check(u, s.cfg.ArtifactAllowPlainHTTP, "cbctl.artifacts.allow_plain_http"); err != nil {
+			return nil, err
+		}
 		req.Header.Set("Authorization", "Bearer "+s.cfg.ArtifactToken)
 	}
 	return s.client.Do(req)

@@ -78,7 +78,11 @@ type Config struct {
 	// certificate) for https endpoints.
 	ArtifactToken string
 	ArtifactTLS   *tls.Config
-	Logger        *slog.Logger
+	// ArtifactAllowPlainHTTP lets ArtifactToken go over plain HTTP to
+	// endpoints that are not loopback (allow_plain_http of the runner
+	// config section the token came from).
+	ArtifactAllowPlainHTTP bool
+	Logger                 *slog.Logger
 }
 
 // Server serves the UI.
