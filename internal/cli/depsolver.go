@@ -102,8 +102,10 @@ func runDepsolver(ctx context.Context, env *Env, args []string) int {
 	}
 	artifactEP := rcfg.Ctl.Artifacts
 	artifactToken, err := artifactEP.ReadToken()
+	allowPlain := artifactEP.AllowPlainHTTP
 	if err == nil && artifactToken == "" {
 		artifactToken, err = bcfg.Artifacts.ReadToken()
+		allowPlain = bcfg.Artifacts.AllowPlainHTTP
 	}
 	if err != nil {
 		return fail(env, "depsolver", fmt.Errorf("%s: artifact token: %w", *runnerConfig, err))
@@ -115,7 +117,8 @@ func runDepsolver(ctx context.Context, env *Env, args []string) int {
 	cfg := depsolver.Config{Broker: opts, URL: *project, Branch: *branch, Dir: filepath.Join(*stateDir, "sources"),
 		StateFile: filepath.Join(*stateDir, "state.json"), CollectorURL: *collectorURL, Listen: *listen,
 		BaseInterval: *baseInterval, RunnerRoot: *runnerRoot, Substitute: mirror.Substitute, ThisHost: *thisHost,
-		ArtifactToken: artifactToken, ArtifactClient: artifactClient, Logger: logger}
+		ArtifactToken: artifactToken, ArtifactClient: artifactClient, ArtifactAllowPlainHTTP: allowPlain,
+		Logger: logger}
 	s, err := depsolver.New(cfg)
 	if err != nil {
 		return fail(env, "depsolver", err)

@@ -50,6 +50,10 @@ type Config struct {
 	// nil for a plain one. Both as cb-ctl and the web UI use them.
 	ArtifactToken  string
 	ArtifactClient *http.Client
+	// ArtifactAllowPlainHTTP lets ArtifactToken go over plain HTTP to
+	// endpoints that are not loopback (allow_plain_http of the runner
+	// config section the token came from).
+	ArtifactAllowPlainHTTP bool
 	// Substitute replaces the mirror placeholder of descriptions.
 	Substitute  func([]byte) ([]byte, error)
 	PollTimeout time.Duration

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/artifact"
+	"github.com/cloud-builder/cb/internal/bearer"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/target"
 )
@@ -58,6 +59,8 @@ func (s *Service) solved(ctx context.Context, id, solverFile, artifactURL string
 // URL a runner put in its response's record header. The URL comes from the
 // broker: it must be an http(s) URL of exactly that target's artifacts
 // (artifact.TargetURL), redirects are not followed and the body is capped.
+// The token goes over plain HTTP only to loopback unless allowed, as
+// cb-ctl's and the web UI's.
 func (s *Service) fetchSolved(ctx context.Context, artifactURL, project, sel, arch string) (map[string]string, error) {
 	t, err := target.New("", project, sel, arch)
 	if err != nil {
@@ -74,6 +77,9 @@ func (s *Service) fetchSolved(ctx context.Context, artifactURL, project, sel, ar
 		return nil, err
 	}
 	if s.cfg.ArtifactToken != "" {
+		if err := bearer.Check(u, s.cfg.ArtifactAllowPlainHTTP, "cbctl.artifacts.allow_plain_http"); err != nil {
+			return nil, err
+		}
 		req.Header.Set("Authorization", "Bearer "+s.cfg.ArtifactToken)
 	}
 	c := http.Client{}

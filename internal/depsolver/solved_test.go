@@ -2,6 +2,7 @@ package depsolver
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cloud-builder/cb/internal/artifact"
+	"github.com/cloud-builder/cb/internal/bearer"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/target"
 )
@@ -145,6 +147,17 @@ func TestSolvedArtifactURLRefused(t *testing.T) {
 	finish(s, a, "req-a", tg.SolverFile(), artifact.TargetURL(srv.URL, tg))
 	if got := s.eng.Status(a.ID).Solved; !maps.Equal(got, wantSolved) {
 		t.Fatalf("solved versions of a: %v", got)
+	}
+}
+
+// The token goes over plain HTTP to loopback only, unless allowed.
+func TestSolvedPlainHTTPOffLoopback(t *testing.T) {
+	_, tg := runnerRoot(t, "projects/T/a")
+	s, _ := New(Config{URL: "file:///nowhere.git", Dir: t.TempDir(), CollectorURL: "file:///nowhere", ArtifactToken: "secret"})
+	a := pkg("a", []string{"a"}, "gcc")
+	_, err := s.fetchSolved(context.Background(), artifact.TargetURL("http://192.0.2.1:8081", tg), a.Project, a.Dist, a.Arch)
+	if !errors.Is(err, bearer.ErrPlainHTTP) {
+		t.Fatalf("token over plain HTTP off loopback: err %v", err)
 	}
 }
 
