@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/cloud-builder/cb/internal/tlstest"
 )
 
@@ -354,4 +356,48 @@ func BenchmarkHostileFrames(b *testing.B) {
 		c.Close()
 	}
 	b.ReportMetric(float64(vmHWM(b))/(1<<20), "peakRSS-MiB")
+}
+
+// TestEmbeddedSurvivesRandomRequests sends every API key the broker knows,
+// at every version, with random bodies; the broker must neither stop nor
+// stop serving.
+func TestEmbeddedSurvivesRandomRequests(t *testing.T) {
+	e := newCluster(t, withTopics(1, "after"))
+	rng := rand.New(rand.NewPCG(3, 4))
+	sent := 0
+	for key := int16(0); key < 200; key++ {
+		req := kmsg.RequestForKey(key)
+		if req == nil {
+			continue
+		}
+		for v := int16(0); v <= req.MaxVersion()+1; v++ {
+			c, err := net.Dial("tcp", e.Addrs()[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var msg []byte
+			for range 3 {
+				body := header(key, v)
+				for range rng.IntN(64) {
+					body = append(body, byte(rng.Uint32()))
+				}
+				msg = append(msg, frame(uint32(len(body)), body)...)
+			}
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			// Whatever the broker answers, it must not hang on to the
+			// connection for ever, nor die.
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			_, _ = io.Copy(io.Discard, c)
+			c.Close()
+			sent++
+		}
+	}
+	t.Logf("%d connections with random requests", sent)
+	ctx := testContext(t, 20*time.Second)
+	publishN(t, ctx, newClient(t, e), "after", "ok", 1)
+	if got := readAll(t, e, "after", 1); len(got) != 1 {
+		t.Fatalf("after random requests: %v", got)
+	}
 }
