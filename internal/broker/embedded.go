@@ -159,10 +159,14 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		kfake.WithLogger(kfakeLogger{logger}),
 	}
 	if opts.DataDir != "" {
-		if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
+		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("embedded broker data dir: %w", err)
 		}
 		if e.lock, err = lockDir(opts.DataDir); err != nil {
+			return nil, err
+		}
+		if err := forgetUsers(opts.DataDir); err != nil {
+			e.unlock()
 			return nil, err
 		}
 		kopts = append(kopts, kfake.DataDir(opts.DataDir))
@@ -222,6 +226,25 @@ func (e *Embedded) ensure(partitions int32, topics []string, logger *slog.Logger
 	defer cancel()
 	if err := ensureTopics(ctx, kadm.NewClient(cl), partitions, 0, topics...); err != nil {
 		return fmt.Errorf("embedded broker: %w", err)
+	}
+	return nil
+}
+
+// saslFile is where kfake keeps its SASL users in the data dir: PLAIN
+// passwords in clear text, SCRAM ones salted.
+const saslFile = "sasl.json"
+
+// forgetUsers makes the configured users the only ones: kfake loads the
+// users it saved over those it is given, so a changed password would not
+// take effect, and a data dir from a run without users would leave none.
+// The data dir is made private, since kfake writes its files readable to
+// all.
+func forgetUsers(dir string) error {
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("embedded broker data dir: %w", err)
+	}
+	if err := os.Remove(filepath.Join(dir, saslFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("embedded broker data dir: %w", err)
 	}
 	return nil
 }

@@ -401,3 +401,44 @@ func TestEmbeddedSurvivesRandomRequests(t *testing.T) {
 		t.Fatalf("after random requests: %v", got)
 	}
 }
+
+// TestEmbeddedUsersFollowTheConfiguration: across restarts on one data
+// dir, the users given are the users accepted: a changed password takes
+// effect at once, the old one is refused, and a data dir from a run
+// without credentials does not leave the broker without users.
+func TestEmbeddedUsersFollowTheConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	publish := func(e *Embedded, a *SASL) error {
+		cl, err := New(Options{Brokers: e.Addrs(), SASL: a, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		return cl.Publish(testContext(t, 2*time.Second), "t", []byte("x"))
+	}
+	e := newCluster(t, withDataDir(dir), withTopics(1, "t"))
+	if err := publish(e, nil); err != nil {
+		t.Fatalf("without users: %v", err)
+	}
+	e.Close()
+	for _, pass := range []string{"first", "second"} {
+		users := []SASL{{"SCRAM-SHA-256", "cb", pass}, {"PLAIN", "p", pass}}
+		e := newCluster(t, withDataDir(dir), withTopics(1, "t"), func(o *EmbeddedOptions) { o.Users = users })
+		for _, u := range users {
+			if err := publish(e, &u); err != nil {
+				t.Fatalf("%s %s/%s after a restart: %v", u.Mechanism, u.User, pass, err)
+			}
+			if pass == "second" {
+				old := u
+				old.Password = "first"
+				if err := publish(e, &old); err == nil {
+					t.Errorf("%s: the old password still works", u.Mechanism)
+				}
+			}
+		}
+		e.Close()
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+}
