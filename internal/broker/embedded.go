@@ -58,6 +58,9 @@ type EmbeddedOptions struct {
 	// on all connections together; a client waits for its share. <= 0
 	// means DefaultMaxBufferedBytes.
 	MaxBufferedBytes int64
+	// MaxConnections bounds the open client connections; more are closed
+	// at once. <= 0 means DefaultMaxConnections.
+	MaxConnections int
 	// Users, when not empty, makes the broker require SASL: a client
 	// must authenticate as one of them (PLAIN, SCRAM-SHA-256 or
 	// SCRAM-SHA-512) before any other request. The broker's own clients
@@ -150,7 +153,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 			if opts.TLS != nil {
 				ln = tls.NewListener(ln, opts.TLS.Clone())
 			}
-			ln = newFrameCapListener(ln, opts.MaxRequestBytes, opts.MaxBufferedBytes, logger)
+			ln = newFrameCapListener(ln, opts.MaxRequestBytes, opts.MaxBufferedBytes, opts.MaxConnections, logger)
 			return advertisedListener{ln, advertise}, nil
 		}),
 		kfake.ClusterID("cloud-builder"),

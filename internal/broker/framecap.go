@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -28,6 +29,10 @@ const (
 	// DefaultMaxBufferedBytes bounds the request bodies being received
 	// on all connections together.
 	DefaultMaxBufferedBytes = 256 << 20
+	// DefaultMaxConnections bounds the open client connections: each may
+	// hold a small request (below smallFrame) without a share of the
+	// buffer budget.
+	DefaultMaxConnections = 4096
 	// smallFrame is the size below which a frame needs no share of the
 	// buffer budget: requests of this implementation's services are a
 	// few KiB, and they must not wait behind large ones.
@@ -52,9 +57,12 @@ type frameCapListener struct {
 	max    uint32
 	budget *semaphore.Weighted
 	log    *slog.Logger
+
+	maxConns int64
+	conns    atomic.Int64
 }
 
-func newFrameCapListener(ln net.Listener, maxRequest, maxBuffered int64, log *slog.Logger) *frameCapListener {
+func newFrameCapListener(ln net.Listener, maxRequest, maxBuffered int64, maxConns int, log *slog.Logger) *frameCapListener {
 	if maxRequest <= 0 {
 		maxRequest = DefaultMaxRequestBytes
 	}
@@ -67,16 +75,29 @@ func newFrameCapListener(ln net.Listener, maxRequest, maxBuffered int64, log *sl
 	if maxBuffered < maxRequest {
 		maxBuffered = maxRequest
 	}
-	return &frameCapListener{Listener: ln, max: uint32(maxRequest), budget: semaphore.NewWeighted(maxBuffered), log: log}
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections
+	}
+	return &frameCapListener{Listener: ln, max: uint32(maxRequest), budget: semaphore.NewWeighted(maxBuffered), log: log, maxConns: int64(maxConns)}
 }
 
+// Accept returns the next connection; one beyond the connection limit is
+// closed at once.
 func (l *frameCapListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.conns.Add(1) > l.maxConns {
+			l.conns.Add(-1)
+			l.log.Warn("too many client connections; closing a new one", "client", c.RemoteAddr(), "max", l.maxConns)
+			c.Close()
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		return &frameCapConn{Conn: c, l: l, ctx: ctx, cancel: cancel}, nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &frameCapConn{Conn: c, l: l, ctx: ctx, cancel: cancel}, nil
 }
 
 // frameCapConn passes a request stream through frame by frame: a header
@@ -173,6 +194,9 @@ func (c *frameCapConn) release() {
 
 func (c *frameCapConn) Close() error {
 	err := c.Conn.Close()
-	c.closeOnce.Do(c.cancel)
+	c.closeOnce.Do(func() {
+		c.cancel()
+		c.l.conns.Add(-1)
+	})
 	return err
 }

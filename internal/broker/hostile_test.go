@@ -442,3 +442,21 @@ func TestEmbeddedUsersFollowTheConfiguration(t *testing.T) {
 		t.Errorf("data dir: %v, %v; want mode 0700", fi.Mode(), err)
 	}
 }
+
+// TestEmbeddedBoundsConnections: connections beyond MaxConnections are
+// closed at once; once others go, clients are served again.
+func TestEmbeddedBoundsConnections(t *testing.T) {
+	e := newCluster(t, withTopics(1, "t"), func(o *EmbeddedOptions) { o.MaxConnections = 4 })
+	var idle []net.Conn
+	for range 4 {
+		idle = append(idle, dial(t, e.Addrs()[0], nil))
+	}
+	time.Sleep(100 * time.Millisecond) // all four accepted
+	if err := closedByBroker(dial(t, e.Addrs()[0], nil), 5*time.Second); err != nil {
+		t.Fatalf("connection beyond the limit: %v", err)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	publishN(t, testContext(t, 20*time.Second), newClient(t, e), "t", "ok", 1)
+}

@@ -59,6 +59,7 @@ func runBroker(ctx context.Context, env *Env, args []string) int {
 	tlsCert := fs.String("tls-cert", "", "certificate (PEM, with its chain) to speak TLS only; needs --tls-key")
 	tlsKey := fs.String("tls-key", "", "private key of --tls-cert")
 	maxRequest := fs.Int64("max-request-bytes", broker.DefaultMaxRequestBytes, "largest request a client may send; a larger one closes its connection")
+	maxConns := fs.Int("max-connections", broker.DefaultMaxConnections, "open client connections at most; more are closed at once")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
 	metricsListen := fs.String("metrics-listen", "", "serve /healthz and /metrics on this address")
 	if code, done := parse(fs, args); done {
@@ -79,6 +80,7 @@ func runBroker(ctx context.Context, env *Env, args []string) int {
 	if *maxRequest < 1024 || *maxRequest > 1<<31-1 {
 		c.add("--max-request-bytes %d: want 1024 to %d", *maxRequest, 1<<31-1)
 	}
+	c.atLeast("--max-connections", *maxConns, 1)
 	if code, ok := c.report(env, "broker"); !ok {
 		return code
 	}
@@ -110,6 +112,7 @@ func runBroker(ctx context.Context, env *Env, args []string) int {
 		Topics:          groups,
 		Logger:          logger,
 		MaxRequestBytes: *maxRequest,
+		MaxConnections:  *maxConns,
 	}
 	security.apply(&eo)
 	if len(eo.Users) == 0 && !isLoopback(*listen) {

@@ -149,3 +149,25 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokerListensOnLoopbackByDefault: cb broker and cb up bind the
+// broker to 127.0.0.1 unless told otherwise.
+func TestBrokerListensOnLoopbackByDefault(t *testing.T) {
+	for _, cmd := range []struct{ name, flag string }{{"broker", "listen"}, {"up", "broker-listen"}} {
+		var out lockedBuffer
+		env := brokerTestEnv(t, &out, &out)
+		if code := Run(t.Context(), env, []string{"cb", cmd.name, "--help"}); code != ExitOK {
+			t.Fatalf("cb %s --help: exit %d\n%s", cmd.name, code, out.String())
+		}
+		var def string
+		lines := strings.Split(out.String(), "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(strings.TrimSpace(l), "-"+cmd.flag+" ") && i+1 < len(lines) {
+				def = l + lines[i+1]
+			}
+		}
+		if !strings.Contains(def, `(default "127.0.0.1:9092")`) || !isLoopback(config.DefaultBrokerHost) {
+			t.Errorf("cb %s --%s: %q, want the loopback default", cmd.name, cmd.flag, def)
+		}
+	}
+}
