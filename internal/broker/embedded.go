@@ -82,6 +82,7 @@ type Embedded struct {
 	lock    *os.File
 	addrs   []string
 	client  Options // how the broker's own clients connect
+	front   *frameCapListener
 
 	closeOnce sync.Once
 	closeErr  error
@@ -153,8 +154,8 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 			if opts.TLS != nil {
 				ln = tls.NewListener(ln, opts.TLS.Clone())
 			}
-			ln = newFrameCapListener(ln, opts.MaxRequestBytes, opts.MaxBufferedBytes, opts.MaxConnections, logger)
-			return advertisedListener{ln, advertise}, nil
+			e.front = newFrameCapListener(ln, opts.MaxRequestBytes, opts.MaxBufferedBytes, opts.MaxConnections, logger)
+			return advertisedListener{e.front, advertise}, nil
 		}),
 		kfake.ClusterID("cloud-builder"),
 		kfake.DefaultNumPartitions(int(partitions)),

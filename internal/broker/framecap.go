@@ -59,7 +59,8 @@ type frameCapListener struct {
 	log    *slog.Logger
 
 	maxConns int64
-	conns    atomic.Int64
+	conns    atomic.Int64 // open connections
+	held     atomic.Int64 // budget held by large requests being received
 }
 
 func newFrameCapListener(ln net.Listener, maxRequest, maxBuffered int64, maxConns int, log *slog.Logger) *frameCapListener {
@@ -169,6 +170,7 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 			return 0, fmt.Errorf("wait for request buffer: %w", err)
 		}
 		c.held = int64(size)
+		c.l.held.Add(c.held)
 		// A body that does not arrive in time gives its budget back.
 		_ = c.Conn.SetReadDeadline(time.Now().Add(bodyGrace + time.Duration(size>>20)*time.Second))
 	}
@@ -187,6 +189,7 @@ func (c *frameCapConn) refuse(why error) error {
 
 func (c *frameCapConn) release() {
 	if c.held > 0 {
+		c.l.held.Add(-c.held)
 		c.l.budget.Release(c.held)
 		c.held = 0
 	}

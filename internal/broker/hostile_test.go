@@ -190,7 +190,7 @@ func TestEmbeddedBoundsBufferedRequests(t *testing.T) {
 		}
 		stalled = append(stalled, c)
 	}
-	time.Sleep(200 * time.Millisecond) // both headers are read
+	waitFor(t, 10*time.Second, "both stalled requests admitted", func() bool { return e.front.held.Load() == 2*max })
 	// A complete large request waits for them …
 	waiting := dial(t, addr, nil)
 	if _, err := waiting.Write(apiVersionsV0(max)); err != nil {
@@ -447,11 +447,13 @@ func TestEmbeddedUsersFollowTheConfiguration(t *testing.T) {
 // closed at once; once others go, clients are served again.
 func TestEmbeddedBoundsConnections(t *testing.T) {
 	e := newCluster(t, withTopics(1, "t"), func(o *EmbeddedOptions) { o.MaxConnections = 4 })
+	// The broker's own client, gone after the start, is noticed first.
+	waitFor(t, 10*time.Second, "no connections", func() bool { return e.front.conns.Load() == 0 })
 	var idle []net.Conn
 	for range 4 {
 		idle = append(idle, dial(t, e.Addrs()[0], nil))
 	}
-	time.Sleep(100 * time.Millisecond) // all four accepted
+	waitFor(t, 10*time.Second, "four connections accepted", func() bool { return e.front.conns.Load() == 4 })
 	if err := closedByBroker(dial(t, e.Addrs()[0], nil), 5*time.Second); err != nil {
 		t.Fatalf("connection beyond the limit: %v", err)
 	}
