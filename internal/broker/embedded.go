@@ -154,7 +154,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 			if opts.TLS != nil {
 				ln = tls.NewListener(ln, opts.TLS.Clone())
 			}
-			e.front = newFrameCapListener(ln, opts.MaxRequestBytes, opts.MaxBufferedBytes, opts.MaxConnections, logger)
+			e.front = newFrameCapListener(ln, opts.MaxRequestBytes, opts.MaxBufferedBytes, opts.MaxConnections, len(opts.Users) > 0, logger)
 			return advertisedListener{e.front, advertise}, nil
 		}),
 		kfake.ClusterID("cloud-builder"),

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -40,6 +41,11 @@ const (
 	// minFrame is the smallest possible request: API key, version,
 	// correlation id and the client id length.
 	minFrame = 2 + 2 + 4 + 2
+	// maxUnauthenticated is the largest request before a client has
+	// authenticated, when the broker requires SASL: Kafka's
+	// sasl.server.max.receive.size. The requests allowed then (API
+	// versions and the SASL exchange) are small.
+	maxUnauthenticated = 512 << 10
 	// bodyGrace plus one second per MiB is how long a client may take to
 	// send the body of a request once its header is accepted; a client
 	// that trickles the body of a large frame would otherwise hold its
@@ -61,9 +67,13 @@ type frameCapListener struct {
 	maxConns int64
 	conns    atomic.Int64 // open connections
 	held     atomic.Int64 // budget held by large requests being received
+
+	// sasl: clients must authenticate, and until they have, requests
+	// are limited to maxUnauthenticated.
+	sasl bool
 }
 
-func newFrameCapListener(ln net.Listener, maxRequest, maxBuffered int64, maxConns int, log *slog.Logger) *frameCapListener {
+func newFrameCapListener(ln net.Listener, maxRequest, maxBuffered int64, maxConns int, sasl bool, log *slog.Logger) *frameCapListener {
 	if maxRequest <= 0 {
 		maxRequest = DefaultMaxRequestBytes
 	}
@@ -79,7 +89,7 @@ func newFrameCapListener(ln net.Listener, maxRequest, maxBuffered int64, maxConn
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConnections
 	}
-	return &frameCapListener{Listener: ln, max: uint32(maxRequest), budget: semaphore.NewWeighted(maxBuffered), log: log, maxConns: int64(maxConns)}
+	return &frameCapListener{Listener: ln, max: uint32(maxRequest), budget: semaphore.NewWeighted(maxBuffered), log: log, maxConns: int64(maxConns), sasl: sasl}
 }
 
 // Accept returns the next connection; one beyond the connection limit is
@@ -97,13 +107,15 @@ func (l *frameCapListener) Accept() (net.Conn, error) {
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		return &frameCapConn{Conn: c, l: l, ctx: ctx, cancel: cancel}, nil
+		return &frameCapConn{Conn: c, l: l, ctx: ctx, cancel: cancel, authCorr: map[int32]int16{}}, nil
 	}
 }
 
 // frameCapConn passes a request stream through frame by frame: a header
-// (length, API key, version) is read and checked in full before any of it
-// reaches the reader, and the body that follows is passed on unchanged.
+// (length, API key, version, correlation id) is read and checked in full
+// before any of it reaches the reader, and the body that follows is passed
+// on unchanged. With SASL it watches the broker's answers to the SASL
+// exchange to learn when the client has authenticated.
 type frameCapConn struct {
 	net.Conn
 	l      *frameCapListener
@@ -114,12 +126,18 @@ type frameCapConn struct {
 	// fields below are that goroutine's alone, which is why the budget is
 	// given back by Read, when the closed connection fails it, and not by
 	// Close.
-	hdr     [8]byte
+	hdr     [12]byte
 	pending []byte // checked header bytes not yet returned
 	remain  int64  // body bytes of the current frame not yet returned
 	held    int64  // budget held for the current frame
 
 	closeOnce sync.Once
+
+	// The SASL exchange: correlation ids (and versions) of authenticate
+	// requests not yet answered, and whether one completed.
+	mu       sync.Mutex
+	authCorr map[int32]int16
+	authed   atomic.Bool
 }
 
 func (c *frameCapConn) Read(p []byte) (int, error) {
@@ -150,14 +168,19 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	size := binary.BigEndian.Uint32(c.hdr[:4])
-	if size < minFrame || size > c.l.max {
-		return 0, c.refuse(fmt.Errorf("request of %d bytes (allowed %d to %d)", int32(size), minFrame, c.l.max))
+	limit := c.l.max
+	if c.l.sasl && !c.authed.Load() {
+		limit = min(limit, maxUnauthenticated)
 	}
-	if _, err := io.ReadFull(c.Conn, c.hdr[4:8]); err != nil {
+	if size < minFrame || size > limit {
+		return 0, c.refuse(fmt.Errorf("request of %d bytes (allowed %d to %d)", int32(size), minFrame, limit))
+	}
+	if _, err := io.ReadFull(c.Conn, c.hdr[4:12]); err != nil {
 		return 0, err
 	}
 	key := int16(binary.BigEndian.Uint16(c.hdr[4:6]))
 	version := int16(binary.BigEndian.Uint16(c.hdr[6:8]))
+	corr := int32(binary.BigEndian.Uint32(c.hdr[8:12]))
 	req := kmsg.RequestForKey(key)
 	if req == nil {
 		return 0, c.refuse(fmt.Errorf("unknown API key %d", key))
@@ -174,11 +197,54 @@ func (c *frameCapConn) Read(p []byte) (int, error) {
 		// A body that does not arrive in time gives its budget back.
 		_ = c.Conn.SetReadDeadline(time.Now().Add(bodyGrace + time.Duration(size>>20)*time.Second))
 	}
-	c.remain = int64(size) - 4 // key and version are part of the body
-	c.pending = c.hdr[:8]
+	if c.l.sasl && key == int16(kmsg.SASLAuthenticate) {
+		c.mu.Lock()
+		if len(c.authCorr) < 16 { // one at a time is the protocol
+			c.authCorr[corr] = version
+		}
+		c.mu.Unlock()
+	}
+	c.remain = int64(size) - 8 // key, version and correlation id are part of the body
+	c.pending = c.hdr[:12]
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
 	return n, nil
+}
+
+// Write passes a response on; kfake writes each response with one call.
+// Before a client has authenticated, the answers to its authenticate
+// requests are read: one without error that ends the exchange (PLAIN:
+// nothing to say; SCRAM: the server's final message, "v=…") means it has.
+// kfake answers a failed exchange by closing the connection.
+func (c *frameCapConn) Write(b []byte) (int, error) {
+	if c.l.sasl && !c.authed.Load() && len(b) >= 8 {
+		corr := int32(binary.BigEndian.Uint32(b[4:8]))
+		c.mu.Lock()
+		version, ok := c.authCorr[corr]
+		delete(c.authCorr, corr)
+		c.mu.Unlock()
+		if ok && authenticated(version, b[8:]) {
+			c.authed.Store(true)
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+// authenticated reports whether body, a SASLAuthenticate response of
+// version after the correlation id, completes the exchange.
+func authenticated(version int16, body []byte) bool {
+	resp := kmsg.NewPtrSASLAuthenticateResponse()
+	resp.SetVersion(version)
+	if resp.IsFlexible() {
+		if len(body) == 0 || body[0] != 0 { // kfake's empty header tags
+			return false
+		}
+		body = body[1:]
+	}
+	if err := resp.ReadFrom(body); err != nil || resp.ErrorCode != 0 {
+		return false
+	}
+	return len(resp.SASLAuthBytes) == 0 || bytes.HasPrefix(resp.SASLAuthBytes, []byte("v="))
 }
 
 func (c *frameCapConn) refuse(why error) error {

@@ -281,6 +281,15 @@ func TestEmbeddedSASL(t *testing.T) {
 					if err != nil {
 						t.Fatalf("publish: %v", err)
 					}
+					// Once authenticated, requests beyond the limit
+					// before authentication pass.
+					big := make([]byte, maxUnauthenticated+100<<10)
+					for i := range big {
+						big[i] = byte(rand.Uint32()) // gzip must not shrink it
+					}
+					if err := cl.Publish(ctx, "secure", big); err != nil {
+						t.Fatalf("publish %d KiB: %v", len(big)>>10, err)
+					}
 					con, err := NewConsumer(opts, ConsumerConfig{Topics: []string{"secure"}})
 					if err != nil {
 						t.Fatal(err)
@@ -301,8 +310,30 @@ func TestEmbeddedSASL(t *testing.T) {
 					t.Fatalf("%s: %v", name, err)
 				}
 			}
-			// A raw request before authentication gets no answer.
+			// Before authentication, a request is small (Kafka's
+			// sasl.server.max.receive.size) even where the broker would
+			// answer it.
+			for _, size := range []int{maxUnauthenticated + 1, 4 << 20} {
+				c := dial(t, e.Addrs()[0], tc)
+				// The broker may hang up while the frame is still
+				// being written: then the write fails.
+				if _, err := c.Write(apiVersionsV0(size)); err != nil {
+					continue
+				}
+				if err := closedByBroker(c, 10*time.Second); err != nil {
+					t.Fatalf("%d bytes before authentication: %v", size, err)
+				}
+			}
 			c := dial(t, e.Addrs()[0], tc)
+			if _, err := c.Write(apiVersionsV0(1000)); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+				t.Fatalf("small API versions request before authentication: %v", err)
+			}
+			// A raw request before authentication gets no answer.
+			c = dial(t, e.Addrs()[0], tc)
 			if _, err := c.Write(frame(10, header(3, 0))); err != nil { // Metadata v0
 				t.Fatal(err)
 			}
