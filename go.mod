@@ -18,6 +18,7 @@ require (
 	github.com/ulikunitz/xz v0.5.17
 	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/net v0.60.0
+	golang.org/x/sync v0.22.0
 	golang.org/x/sys v0.49.0
 	pault.ag/go/debian v0.21.4
 )

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloud-builder/cb/internal/broker"
 )
 
 type repoStatus struct {
@@ -24,14 +28,17 @@ type repoStatus struct {
 // TestUp starts `cb up` on a fresh state dir, waits until every shipped
 // example is built and published, installs the Debian example with apt
 // from the served repository, stops with SIGTERM, checks that nothing is
-// left running or mounted, and starts again: nothing is rebuilt.
+// left running or mounted, and starts again: nothing is rebuilt. The
+// broker requires SASL (--broker-sasl), so every service and every build
+// job authenticates with the account cb up writes to runner.yml.
 func TestUp(t *testing.T) {
 	needRoot(t, "mmdebstrap", "kiwi-ng", "createrepo_c", "gpg")
 	state := t.TempDir()
 	brokerAddr, repoAddr, artAddr, metricsAddr, depsAddr := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	args := []string{"up", "--state-dir", state, "--examples", filepath.Join(repoRoot, "examples"),
 		"--broker-listen", brokerAddr, "--repo-listen", repoAddr, "--artifact-listen", artAddr,
-		"--metrics-listen", metricsAddr, "--depsolver-listen", depsAddr, "--update-interval", "5s"}
+		"--metrics-listen", metricsAddr, "--depsolver-listen", depsAddr, "--update-interval", "5s",
+		"--broker-sasl", "SCRAM-SHA-512"}
 	upProc := start(t, nil, "cb", args...)
 	repoURL := "http://" + repoAddr
 
@@ -102,6 +109,32 @@ func TestUp(t *testing.T) {
 	uiShows("after the builds")
 	if runners := string(httpGet(t, repoURL+"/api/v1/runners")); !strings.Contains(runners, `"alive": true`) {
 		t.Errorf("no live runner in /api/v1/runners:\n%s", runners)
+	}
+	// Without the account the broker serves nobody; with it, anybody.
+	password, err := os.ReadFile(filepath.Join(state, "broker.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		sasl *broker.SASL
+		ok   bool
+	}{
+		{"no credentials", nil, false},
+		{"wrong password", &broker.SASL{Mechanism: "SCRAM-SHA-512", User: "cloud-builder", Password: "guess"}, false},
+		{"cb up's account", &broker.SASL{Mechanism: "SCRAM-SHA-512", User: "cloud-builder", Password: strings.TrimSpace(string(password))}, true},
+	} {
+		cl, err := broker.New(broker.Options{Brokers: []string{brokerAddr}, SASL: tt.sasl, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		err = cl.Publish(ctx, "cb-e2e-auth", []byte("x"))
+		cancel()
+		cl.Close()
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: publish = %v", tt.name, err)
+		}
 	}
 	runnerRoot := filepath.Join(state, "runner")
 	out := aptInstall(t, runnerRoot, repoURL, "projects/Debian/cb-hello", "projects/Debian/bookworm", "cb-hello", "cb-hello")

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,7 +19,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kslog"
 )
 
 // EmbeddedOptions configure the in-process broker.
@@ -48,6 +49,29 @@ type EmbeddedOptions struct {
 	MinSessionTimeout time.Duration
 	Logger            *slog.Logger
 
+	// MaxRequestBytes is the largest request frame a client may send;
+	// a larger one closes its connection before anything is allocated
+	// for it. <= 0 means DefaultMaxRequestBytes (Kafka's
+	// socket.request.max.bytes).
+	MaxRequestBytes int64
+	// MaxBufferedBytes bounds the large request bodies being received
+	// on all connections together; a client waits for its share. <= 0
+	// means DefaultMaxBufferedBytes.
+	MaxBufferedBytes int64
+	// MaxConnections bounds the open client connections; more are closed
+	// at once. <= 0 means DefaultMaxConnections.
+	MaxConnections int
+	// Users, when not empty, makes the broker require SASL: a client
+	// must authenticate as one of them (PLAIN, SCRAM-SHA-256 or
+	// SCRAM-SHA-512) before any other request. The broker's own clients
+	// use the first.
+	Users []SASL
+	// TLS, when set, makes the broker speak TLS only; it needs a
+	// certificate. ClientTLS is what the broker's own clients use to
+	// reach it (nil: TLS with this machine's roots).
+	TLS       *tls.Config
+	ClientTLS *tls.Config
+
 	// extra lets tests tune the cluster (e.g. shorter session timeouts).
 	extra []kfake.Opt
 }
@@ -57,6 +81,8 @@ type Embedded struct {
 	cluster *kfake.Cluster
 	lock    *os.File
 	addrs   []string
+	client  Options // how the broker's own clients connect
+	front   *frameCapListener
 
 	closeOnce sync.Once
 	closeErr  error
@@ -108,15 +134,28 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		}
 	}
 
-	e := &Embedded{}
+	if err := validUsers(opts.Users); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if opts.TLS != nil && len(opts.TLS.Certificates) == 0 && opts.TLS.GetCertificate == nil {
+		return nil, errors.New("embedded broker: TLS without a certificate")
+	}
+
+	e := &Embedded{client: Options{Logger: logger}}
 	kopts := []kfake.Opt{
 		kfake.Ports(port),
+		// TLS is terminated here rather than by kfake.TLS, below the
+		// frame check, which must see the requests in plain text.
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			ln, err := net.Listen(network, net.JoinHostPort(host, portStr))
 			if err != nil {
 				return nil, err
 			}
-			return advertisedListener{ln, advertise}, nil
+			if opts.TLS != nil {
+				ln = tls.NewListener(ln, opts.TLS.Clone())
+			}
+			e.front = newFrameCapListener(ln, opts.MaxRequestBytes, opts.MaxBufferedBytes, opts.MaxConnections, len(opts.Users) > 0, logger)
+			return advertisedListener{e.front, advertise}, nil
 		}),
 		kfake.ClusterID("cloud-builder"),
 		kfake.DefaultNumPartitions(int(partitions)),
@@ -124,15 +163,34 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		kfake.WithLogger(kfakeLogger{logger}),
 	}
 	if opts.DataDir != "" {
-		if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
+		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("embedded broker data dir: %w", err)
 		}
 		if e.lock, err = lockDir(opts.DataDir); err != nil {
 			return nil, err
 		}
+		if err := forgetUsers(opts.DataDir); err != nil {
+			e.unlock()
+			return nil, err
+		}
 		kopts = append(kopts, kfake.DataDir(opts.DataDir))
 		if opts.Fsync {
 			kopts = append(kopts, kfake.SyncWrites())
+		}
+	}
+	if len(opts.Users) > 0 {
+		kopts = append(kopts, kfake.EnableSASL())
+		for _, u := range opts.Users {
+			// Superusers: no ACLs are configured; SASL only decides
+			// who may talk to the broker at all.
+			kopts = append(kopts, kfake.Superuser(strings.ToUpper(u.Mechanism), u.User, u.Password))
+		}
+		e.client.SASL = &opts.Users[0]
+	}
+	if opts.TLS != nil {
+		e.client.TLS = opts.ClientTLS
+		if e.client.TLS == nil {
+			e.client.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
 	}
 	if opts.MinSessionTimeout > 0 {
@@ -144,6 +202,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		return nil, fmt.Errorf("start embedded broker: %w", err)
 	}
 	e.addrs = e.cluster.ListenAddrs()
+	e.client.Brokers = e.addrs
 
 	// Topics seeded by kfake exist only in a fresh data dir; creating them
 	// through the protocol also covers restarts and new runner groups.
@@ -156,7 +215,13 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 }
 
 func (e *Embedded) ensure(partitions int32, topics []string, logger *slog.Logger) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addrs...), kgo.WithLogger(kslog.New(quietKafkaLogger(logger.With("component", "kafka")))))
+	o := e.client
+	o.Logger = logger
+	kopts, err := o.kgoOpts()
+	if err != nil {
+		return fmt.Errorf("embedded broker: %w", err)
+	}
+	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
 		return fmt.Errorf("embedded broker: %w", err)
 	}
@@ -169,8 +234,58 @@ func (e *Embedded) ensure(partitions int32, topics []string, logger *slog.Logger
 	return nil
 }
 
+// saslFile is where kfake keeps its SASL users in the data dir: PLAIN
+// passwords in clear text, SCRAM ones salted.
+const saslFile = "sasl.json"
+
+// forgetUsers makes the configured users the only ones: kfake loads the
+// users it saved over those it is given, so a changed password would not
+// take effect, and a data dir from a run without users would leave none.
+// The data dir is made private, since kfake writes its files readable to
+// all.
+func forgetUsers(dir string) error {
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("embedded broker data dir: %w", err)
+	}
+	if err := os.Remove(filepath.Join(dir, saslFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("embedded broker data dir: %w", err)
+	}
+	return nil
+}
+
 // Addrs returns the host:port addresses clients connect to.
 func (e *Embedded) Addrs() []string { return append([]string(nil), e.addrs...) }
+
+// ClientOptions returns how a client of this process reaches the broker:
+// its addresses and, when configured, the first user and TLS.
+func (e *Embedded) ClientOptions(clientID string, logger *slog.Logger) Options {
+	o := e.client
+	o.Brokers = e.Addrs()
+	o.ClientID = clientID
+	if logger != nil {
+		o.Logger = logger
+	}
+	return o
+}
+
+// validUsers checks the SASL users of an embedded broker.
+func validUsers(users []SASL) error {
+	seen := map[string]bool{}
+	for i, u := range users {
+		if _, err := u.mechanism(); err != nil {
+			return fmt.Errorf("sasl user %d: %w", i+1, err)
+		}
+		if u.Password == "" {
+			return fmt.Errorf("sasl user %q: empty password", u.User)
+		}
+		k := strings.ToUpper(u.Mechanism) + " " + u.User
+		if seen[k] {
+			return fmt.Errorf("sasl user %q: given twice for %s", u.User, strings.ToUpper(u.Mechanism))
+		}
+		seen[k] = true
+	}
+	return nil
+}
 
 // Close stops the broker and, with a data dir, writes its state to disk.
 // Safe to call more than once.

@@ -38,7 +38,7 @@ func init() {
 type upFlags struct {
 	project, branch, stateDir, examples, group, backend string
 	brokerListen, repoListen, artifactListen, metrics   string
-	depsolverListen                                     string
+	depsolverListen, brokerSASL                         string
 	buildLimit                                          int
 	interval, baseInterval                              time.Duration
 	noDepsolver                                         bool
@@ -58,7 +58,8 @@ func runUp(ctx context.Context, env *Env, args []string) int {
 	fs.StringVar(&f.examples, "examples", "", "examples directory served when --project is not given (default: next to the cb binary or in the working directory)")
 	fs.StringVar(&f.group, "runner-group", "debian", "runner group this machine's runner serves")
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
-	fs.StringVar(&f.brokerListen, "broker-listen", config.DefaultBrokerHost, "embedded broker address")
+	fs.StringVar(&f.brokerListen, "broker-listen", config.DefaultBrokerHost, "embedded broker address (loopback unless told otherwise)")
+	fs.StringVar(&f.brokerSASL, "broker-sasl", "", "make the embedded broker require SASL with this mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); the password is generated into the state dir and the services and cb-ctl use it through runner.yml")
 	fs.StringVar(&f.repoListen, "repo-listen", "127.0.0.1:8080", "collector: repositories, uploads, status")
 	fs.StringVar(&f.artifactListen, "artifact-listen", "127.0.0.1:8081", "runner artifact endpoint: logs and binaries")
 	fs.BoolVar(&f.allowPlainHTTP, "allow-plain-http", false, "let the artifact endpoint serve, and token clients send tokens over, plain HTTP on an --artifact-listen that is not loopback")
@@ -75,6 +76,11 @@ func runUp(ctx context.Context, env *Env, args []string) int {
 	c.atLeast("--build-limit", f.buildLimit, 1)
 	c.positive("--update-interval", f.interval)
 	c.addr("--broker-listen", f.brokerListen)
+	switch f.brokerSASL {
+	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		c.add("--broker-sasl %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", f.brokerSASL)
+	}
 	c.addr("--repo-listen", f.repoListen)
 	c.addr("--artifact-listen", f.artifactListen)
 	c.addr("--metrics-listen", f.metrics)
@@ -102,6 +108,7 @@ func defaultStateDir() string {
 type upState struct {
 	root, broker, sources, runner, repo, collector, cache, origin, work string
 	brokerConfig, runnerConfig, ctlConfig, artifactToken, uiToken       string
+	brokerPassword                                                      string
 }
 
 func newUpState(dir string) upState {
@@ -109,7 +116,7 @@ func newUpState(dir string) upState {
 	return upState{root: dir, broker: j("broker"), sources: j("sources"), runner: j("runner"), repo: j("repo"),
 		collector: j("collector"), cache: j("cache/buildroot"), origin: j("examples.git"), work: j("examples-work"),
 		brokerConfig: j("broker.yml"), runnerConfig: j("runner.yml"), ctlConfig: j("cbctl.yml"), artifactToken: j("artifact.token"),
-		uiToken: j("ui.token")}
+		uiToken: j("ui.token"), brokerPassword: j("broker.password")}
 }
 
 func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *upFlags) error {
@@ -139,10 +146,22 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	events := newBuildEvents(env.Stdout)
 	eventsFrom := time.Now()
 
-	// The broker first: every other part talks through it.
-	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{
+	// The broker first: every other part talks through it. With
+	// --broker-sasl it requires an account whose password is made once
+	// and kept in the state dir; runner.yml hands it to every service.
+	var account *config.SASL
+	eo := broker.EmbeddedOptions{
 		Listen: f.brokerListen, DataDir: st.broker, Partitions: 1, Topics: []string{f.group, message.TopicDepsolverRequests}, Logger: logger,
-	})
+	}
+	if f.brokerSASL != "" {
+		password, err := readOrCreateToken(st.brokerPassword)
+		if err != nil {
+			return fmt.Errorf("broker password: %w", err)
+		}
+		account = &config.SASL{Mechanism: f.brokerSASL, Username: "cloud-builder", Password: password}
+		eo.Users = []broker.SASL{{Mechanism: account.Mechanism, User: account.Username, Password: account.Password}}
+	}
+	emb, err := broker.StartEmbedded(eo)
 	if err != nil {
 		return fmt.Errorf("embedded broker: %w", err)
 	}
@@ -159,7 +178,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	if err != nil {
 		return err
 	}
-	uiOpts := broker.Options{Brokers: emb.Addrs(), ClientID: "cb-web", Logger: logger.With("component", "web")}
+	uiOpts := emb.ClientOptions("cb-web", logger.With("component", "web"))
 	uiClient, err := broker.New(uiOpts)
 	if err != nil {
 		return err
@@ -205,7 +224,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 	// cb-ctl, ours and the original's: broker.yml and cbctl.yml hold only
 	// the original's keys, so its tools can share them.
 	keyFile := filepath.Join(st.repo, "repo.gpg")
-	for p, c := range upConfigs(st, brokerHost, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL, f.allowPlainHTTP) {
+	for p, c := range upConfigs(st, brokerHost, account, f.group, repoURL, uploadTokenFile, f.artifactListen, artifactURL, f.allowPlainHTTP) {
 		if err := config.WriteFile(p, c); err != nil {
 			return err
 		}
@@ -445,7 +464,7 @@ func localURL(listen string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-func upConfigs(st upState, brokerHost, group, repoURL, uploadTokenFile, artifactListen, artifactURL string, allowPlainHTTP bool) map[string]any {
+func upConfigs(st upState, brokerHost string, account *config.SASL, group, repoURL, uploadTokenFile, artifactListen, artifactURL string, allowPlainHTTP bool) map[string]any {
 	user, home := "root", os.Getenv("HOME")
 	if u, err := osuser.Current(); err == nil {
 		user, home = u.Username, u.HomeDir
@@ -455,6 +474,7 @@ func upConfigs(st upState, brokerHost, group, repoURL, uploadTokenFile, artifact
 		Artifacts: config.Endpoint{Listen: artifactListen, URL: artifactURL, TokenFile: st.artifactToken, AllowPlainHTTP: allowPlainHTTP},
 	}
 	runner.Ctl.Artifacts = config.Endpoint{TokenFile: st.artifactToken, AllowPlainHTTP: allowPlainHTTP}
+	runner.Broker.SASL = account
 	return map[string]any{
 		st.brokerConfig: &config.Broker{Broker: config.BrokerSection{Host: brokerHost}, Runner: config.RunnerSection{Group: group}, ThisHost: "127.0.0.1"},
 		st.runnerConfig: runner,
