@@ -9,9 +9,9 @@ type Header struct {
 // Header keys of the extensions this implementation carries next to the
 // original's message bodies.
 const (
-	// HeaderArtifactURL on a cb-info-response: the base URL of the
-	// answering runner's artifact endpoint for the target (logs, solver
-	// file, binaries).
+	// HeaderArtifactURL on a cb-info-response and on the responses of a
+	// runner's build job: the base URL of the answering runner's artifact
+	// endpoint for the target (logs, solver file, binaries).
 	HeaderArtifactURL = "cb-artifact-url"
 	// HeaderFreshBuildRoot "true" on a build request: it was caused by a
 	// change of the package's build metadata (.cb/), so a cached

@@ -50,7 +50,7 @@ type Options struct {
 	// a truly cold start).
 	NoDownloadCache bool
 	// ProjectRepos, when set, adds the target's project repositories of
-	// the collector to apt buildroots built by the native backend.
+	// the collector to apt buildroots (of either backend).
 	ProjectRepos *ProjectRepos
 	// Timeout bounds the creation of a root by a backend
 	// (DefaultTimeout when 0).
@@ -167,17 +167,15 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 		return fail(err)
 	}
 	if opts.ProjectRepos != nil {
-		if backend.Name() != BackendNative {
-			step("project repositories: only the native backend adds them, this root is built by %s", backend.Name())
-		} else {
-			extra, err := projectRepositories(ctx, opts.ProjectRepos, opts.CacheDir, pkgDir, t, prof, kind, deps, step)
-			if err != nil {
-				return fail(err)
-			}
-			// A new index of a project repository gives a new cache key:
-			// a new dependency version gives a new root.
-			prof.Repositories = append(prof.Repositories, extra...)
+		// Both backends take them from the profile: the native one as
+		// signed-by apt sources, kiwi as repositories of its description.
+		extra, err := projectRepositories(ctx, opts.ProjectRepos, opts.CacheDir, pkgDir, t, prof, kind, deps, step)
+		if err != nil {
+			return fail(err)
 		}
+		// A new index of a project repository gives a new cache key:
+		// a new dependency version gives a new root.
+		prof.Repositories = append(prof.Repositories, extra...)
 	}
 	step("package manager %s, backend %s, %d repositories", prof.PackageManager, backend.Name(), len(prof.Repositories))
 	step("bootstrap packages: %s", strings.Join(prof.Bootstrap, " "))

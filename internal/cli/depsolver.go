@@ -9,6 +9,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/config"
+	"github.com/cloud-builder/cb/internal/ctl"
 	"github.com/cloud-builder/cb/internal/depsolver"
 	"github.com/cloud-builder/cb/internal/message"
 	"github.com/cloud-builder/cb/internal/metrics"
@@ -32,7 +33,7 @@ func runDepsolver(ctx context.Context, env *Env, args []string) int {
 	collectorURL := fs.String("collector-url", "", "base URL of the collector's repositories (default: collector.url of the runner config)")
 	listen := fs.String("listen", DefaultDepsolverListen, "address of the API (graph, target state) cb-ctl reads; empty: none")
 	baseInterval := fs.Duration("base-interval", 10*time.Minute, "shortest time between checks of the base repositories for changes (0: no rebuilds on base repository changes)")
-	runnerRoot := fs.String("runner-root", "", "runner root on this machine, to read solver files of finished builds (needed for base repository rebuilds)")
+	runnerRoot := fs.String("runner-root", "", "runner root on this machine, to read solver files of finished builds from disk (else they are read from the runners' artifact endpoints)")
 	brokerConfig := fs.String("broker-config", paths.BrokerConfig, "broker config file (env "+config.EnvBrokerConfig+")")
 	runnerConfig := fs.String("runner-config", paths.RunnerConfig, "runner config file: collector URL, SASL (env "+config.EnvRunnerConfig+")")
 	settingsFile := fs.String("settings", paths.Settings, "service settings file (env "+config.EnvSettings+")")
@@ -93,9 +94,30 @@ func runDepsolver(ctx context.Context, env *Env, args []string) int {
 	if *thisHost == "" {
 		*thisHost = bcfg.ThisHost
 	}
+	// Solver files of runners on other machines come from their artifact
+	// endpoints, read as a client like cb-ctl and the web UI do.
+	rcfg, _, err := config.LoadRunnerFile(*runnerConfig)
+	if err != nil {
+		return badConfig(env, "depsolver", err)
+	}
+	artifactEP := rcfg.Ctl.Artifacts
+	artifactToken, err := artifactEP.ReadToken()
+	allowPlain := artifactEP.AllowPlainHTTP
+	if err == nil && artifactToken == "" {
+		artifactToken, err = bcfg.Artifacts.ReadToken()
+		allowPlain = bcfg.Artifacts.AllowPlainHTTP
+	}
+	if err != nil {
+		return fail(env, "depsolver", fmt.Errorf("%s: artifact token: %w", *runnerConfig, err))
+	}
+	artifactClient, err := ctl.HTTPClient(artifactEP)
+	if err != nil {
+		return fail(env, "depsolver", fmt.Errorf("%s: %w", *runnerConfig, err))
+	}
 	cfg := depsolver.Config{Broker: opts, URL: *project, Branch: *branch, Dir: filepath.Join(*stateDir, "sources"),
 		StateFile: filepath.Join(*stateDir, "state.json"), CollectorURL: *collectorURL, Listen: *listen,
 		BaseInterval: *baseInterval, RunnerRoot: *runnerRoot, Substitute: mirror.Substitute, ThisHost: *thisHost,
+		ArtifactToken: artifactToken, ArtifactClient: artifactClient, ArtifactAllowPlainHTTP: allowPlain,
 		Logger: logger}
 	s, err := depsolver.New(cfg)
 	if err != nil {

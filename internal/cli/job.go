@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/artifact"
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/cgroup"
@@ -236,10 +237,35 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 		return fail(env, "job", err)
 	}
 	jc := rf.jobConfig(logger)
-	jc.Publisher, jc.Uploader = client, up
+	jc.Publisher, jc.Uploader = rf.responsePublisher(client, cfg, &e.Request), up
 	err = job.Run(ctx, jc, e)
 	if err != nil {
 		return fail(env, "job", fmt.Errorf("request %s: %w", e.Request.RequestID, err))
 	}
 	return ExitOK
+}
+
+// responsePublisher is the publisher of a job's responses: they name this
+// runner's artifact endpoint for the target (header cb-artifact-url),
+// where cb-depsolver reads the solver file without a shared disk.
+func (f *runnerFlags) responsePublisher(client *broker.Client, cfg *config.Broker, req *message.BuildRequest) broker.Publisher {
+	base := announcedArtifactURL(cfg, f.thisHost)
+	if base == "" {
+		return client
+	}
+	t, err := target.ForRequest(f.runnerRoot, req)
+	if err != nil {
+		return client
+	}
+	return headerPublisher{client, []broker.Header{{Key: broker.HeaderArtifactURL, Value: artifact.TargetURL(base, t)}}}
+}
+
+// headerPublisher publishes every record with headers.
+type headerPublisher struct {
+	c       *broker.Client
+	headers []broker.Header
+}
+
+func (p headerPublisher) Publish(ctx context.Context, topic string, value []byte) error {
+	return p.c.PublishHeaders(ctx, topic, value, p.headers)
 }

@@ -1,15 +1,18 @@
 package cli
 
 import (
+	"context"
 	"flag"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
 	"github.com/cloud-builder/cb/internal/message"
@@ -42,6 +45,53 @@ func TestJobArgsRoundTrip(t *testing.T) {
 		if *brokerConfig != "/etc/cloud_builder_broker.yml" || fs.NArg() != 0 {
 			t.Errorf("broker config %q, rest %q", *brokerConfig, fs.Args())
 		}
+	}
+}
+
+// A job's responses carry this runner's artifact URL of the target in
+// the cb-artifact-url header, where cb-depsolver reads the solver file.
+func TestJobResponsesNameArtifactURL(t *testing.T) {
+	e, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	opts := broker.Options{Brokers: e.Addrs()}
+	client, err := broker.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.EnsureTopics(ctx, 1, time.Hour, message.TopicResponse); err != nil {
+		t.Fatal(err)
+	}
+	rf := &runnerFlags{runnerRoot: "/var/tmp/CB", thisHost: "10.0.0.7"}
+	req := &message.BuildRequest{RequestID: "r1", Project: "projects/T/cb-tool", Package: &message.PackageTarget{Dist: "bookworm", Arch: "x86_64"}}
+	cfg := &config.Broker{Artifacts: config.Endpoint{Listen: "0.0.0.0:8081", TLSCert: "/etc/cb/tls.crt"}}
+	if err := broker.PublishRetry(ctx, rf.responsePublisher(client, cfg, req), message.TopicResponse, []byte("final"), nil); err != nil {
+		t.Fatal(err)
+	}
+	// Without an artifact endpoint the response goes out without one.
+	if err := broker.PublishRetry(ctx, rf.responsePublisher(client, &config.Broker{}, req), message.TopicResponse, []byte("plain"), nil); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := broker.NewConsumer(opts, broker.ConsumerConfig{Topics: []string{message.TopicResponse}, Start: broker.Earliest, MaxWait: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	got := map[string]string{}
+	for len(got) < 2 && ctx.Err() == nil {
+		recs, _ := cons.Poll(ctx)
+		for _, r := range recs {
+			got[string(r.Value)] = r.Header(broker.HeaderArtifactURL)
+		}
+	}
+	want := map[string]string{"final": "https://10.0.0.7:8081/v1/targets/projects/T/cb-tool@bookworm.x86_64/", "plain": ""}
+	if !maps.Equal(got, want) {
+		t.Fatalf("artifact url headers %q, want %q", got, want)
 	}
 }
 

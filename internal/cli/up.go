@@ -287,7 +287,7 @@ func up(ctx context.Context, env *Env, common *Common, logger *slog.Logger, f *u
 		fcfg.RequestTopic = message.TopicDepsolverRequests
 		ds, err := depsolver.New(depsolver.Config{Broker: opts, URL: project, Branch: f.branch,
 			Dir: filepath.Join(st.root, "depsolver", "sources"), StateFile: filepath.Join(st.root, "depsolver", "state.json"),
-			CollectorURL: repoURL, Listen: f.depsolverListen, BaseInterval: f.baseInterval, RunnerRoot: st.runner,
+			CollectorURL: repoURL, Listen: f.depsolverListen, BaseInterval: f.baseInterval, RunnerRoot: st.runner, ArtifactToken: artifactToken, ArtifactAllowPlainHTTP: f.allowPlainHTTP,
 			Substitute: mirror.Substitute, ThisHost: "127.0.0.1", Logger: logger.With("component", "depsolver"),
 			OnListen: func(a net.Addr) { ready("dependencies", a) }})
 		if err != nil {

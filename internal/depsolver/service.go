@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -40,8 +41,19 @@ type Config struct {
 	BaseInterval time.Duration
 	// RunnerRoot, when the runners' state is on this machine, lets the
 	// depsolver read the solver files of finished builds (needed for base
-	// repository rebuilds).
+	// repository rebuilds) from disk. Solver files it cannot read there
+	// are fetched from the artifact endpoint of the runner that answered
+	// (the cb-artifact-url header of its final response).
 	RunnerRoot string
+	// ArtifactToken is the bearer token for the runners' artifact
+	// endpoints; ArtifactClient the HTTP client for them (TLS settings),
+	// nil for a plain one. Both as cb-ctl and the web UI use them.
+	ArtifactToken  string
+	ArtifactClient *http.Client
+	// ArtifactAllowPlainHTTP lets ArtifactToken go over plain HTTP to
+	// endpoints that are not loopback (allow_plain_http of the runner
+	// config section the token came from).
+	ArtifactAllowPlainHTTP bool
 	// Substitute replaces the mirror placeholder of descriptions.
 	Substitute  func([]byte) ([]byte, error)
 	PollTimeout time.Duration
@@ -324,7 +336,7 @@ func (s *Service) readResponses(ctx context.Context, since time.Time) error {
 			if err != nil || strings.HasPrefix(r.Identity, message.ServiceDepsolver+":") {
 				continue
 			}
-			s.handleResponse(ctx, r)
+			s.handleResponse(ctx, r, rec.Header(broker.HeaderArtifactURL))
 		}
 		if err := cons.Ack(ctx, recs...); err != nil && ctx.Err() == nil {
 			s.log.Warn("acknowledge responses", "err", err)
@@ -332,7 +344,9 @@ func (s *Service) readResponses(ctx context.Context, since time.Time) error {
 	})
 }
 
-func (s *Service) handleResponse(ctx context.Context, r *message.Response) {
+// handleResponse follows one response; artifactURL is the record's
+// cb-artifact-url header ("" when absent).
+func (s *Service) handleResponse(ctx context.Context, r *message.Response, artifactURL string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -380,7 +394,7 @@ func (s *Service) handleResponse(ctx context.Context, r *message.Response) {
 			} else if r.Image != nil {
 				solverFile = r.Image.SolverFile
 			}
-			solved = s.readSolved(solverFile)
+			solved = s.solved(ctx, id, solverFile, artifactURL)
 		}
 		s.eng.Finished(id, success, solved)
 		s.log.Info("build finished", "target", id, "request_id", r.RequestID, "code", r.ResponseCode)
@@ -493,17 +507,9 @@ func (s *Service) readSolved(p string) map[string]string {
 	if err != nil {
 		return nil
 	}
-	var solved struct {
-		Packages map[string]struct {
-			Version string `json:"version"`
-		} `json:"packages"`
-	}
-	if json.Unmarshal(data, &solved) != nil {
+	out, err := parseSolved(data)
+	if err != nil {
 		return nil
-	}
-	out := make(map[string]string, len(solved.Packages))
-	for n, p := range solved.Packages {
-		out[n] = p.Version
 	}
 	return out
 }

@@ -31,7 +31,9 @@ func (Backend) Name() string { return buildroot.BackendKiwi }
 // Create implements buildroot.Backend. The description directory handed to
 // kiwi holds only the substituted build_root.kiwi: the .cb/root overlay is
 // applied per target by buildroot.Prepare, so a cached root stays shared
-// between packages with the same description.
+// between packages with the same description. The collector's project
+// repositories that buildroot.Prepare added to the profile are written
+// into that copy (WithProjectRepos).
 //
 // kiwi runs as the host's root (in namespaces and a cgroup of its own):
 // it creates device nodes and mounts filesystems, which a user namespace
@@ -77,7 +79,11 @@ func (Backend) Create(ctx context.Context, r buildroot.CreateRequest) error {
 		}
 		defer os.RemoveAll(shared)
 	}
-	if err := os.WriteFile(filepath.Join(desc, "build_root.kiwi"), p.Source, 0o644); err != nil {
+	source, err := WithProjectRepos(p.Source, p.Repositories)
+	if err != nil {
+		return fmt.Errorf("kiwi backend: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(desc, "build_root.kiwi"), source, 0o644); err != nil {
 		return fmt.Errorf("kiwi backend: %w", err)
 	}
 	argv := Command(p.Name, desc, dir, shared, deps)
