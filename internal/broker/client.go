@@ -167,10 +167,21 @@ func (c *Client) PublishHeaders(ctx context.Context, topic string, value []byte,
 	for _, h := range headers {
 		r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.Key, Value: []byte(h.Value)})
 	}
-	if err := c.cl.ProduceSync(ctx, r).FirstErr(); err != nil {
-		return fmt.Errorf("publish to %s: %w", topic, mapClosed(err))
+	// ProduceSync may wait far past ctx: a record that kgo already
+	// handed to a connection is retried until the broker answers, and a
+	// broker that went away never does. So the wait ends with ctx; kgo
+	// still fails the record itself through ctx where it can.
+	done := make(chan error, 1)
+	c.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { done <- err })
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("publish to %s: %w", topic, mapClosed(err))
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish to %s: %w", topic, context.Cause(ctx))
 	}
-	return nil
 }
 
 // PublishAsync queues one keyless record and returns at once, so that bulk

@@ -351,3 +351,42 @@ func TestClientsRideOutABrokerRestart(t *testing.T) {
 	}
 	col.mu.Unlock()
 }
+
+// A publish ends with its context when the broker is gone, and so does
+// closing the client: a service stopping beside a stopped broker (its
+// last heartbeat) must not hang.
+func TestPublishEndsWithItsContextWhenTheBrokerIsGone(t *testing.T) {
+	e := newCluster(t, withTopics(1, "gone"))
+	ctx := testContext(t, 50*time.Second)
+	cl, err := New(clientOpts(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Publish(ctx, "gone", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan error, 1)
+	go func() {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		returned <- cl.Publish(pctx, "gone", []byte("after"))
+	}()
+	select {
+	case err := <-returned:
+		if err == nil {
+			t.Error("publish to a stopped broker succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("publish did not end with its context")
+	}
+	closed := make(chan struct{})
+	go func() { cl.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("closing the client hangs")
+	}
+}
