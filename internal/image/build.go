@@ -301,6 +301,12 @@ func (b *build) setup() error {
 	if err := copyDescription(b.o.Description, b.desc, b.o.Skip); err != nil {
 		return err
 	}
+	// The copy is checked, not the source: it is what kiwi reads, with
+	// the mirror substituted, and nobody else can change it any more.
+	if err := CheckDescription(b.desc); err != nil {
+		b.progress("%v", err)
+		return err
+	}
 	return nil
 }
 
