@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/message"
-	"github.com/cloud-builder/cb/internal/proc"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -72,11 +72,23 @@ type Options struct {
 	// of this target below $CB_IMAGE_CACHE or DefaultCacheRoot.
 	CacheDir string
 	Logger   *slog.Logger
+	// Timeout bounds the whole build (DefaultTimeout when 0); a build
+	// that takes longer is killed and fails with ErrTimeout.
+	Timeout time.Duration
+	// Limits are the cgroup limits of each kiwi-ng call; zero fields set
+	// no limit.
+	Limits cgroup.Limits
 
 	// Skip names top-level entries of Description that are not part of
 	// it (local build output next to the description).
 	Skip func(name string) bool
 }
+
+// DefaultTimeout bounds an image build when Options.Timeout is 0.
+const DefaultTimeout = 4 * time.Hour
+
+// ErrTimeout is the cause of a build that ran longer than its timeout.
+var ErrTimeout = errors.New("image build timed out")
 
 // Result is the outcome of an image build that ran.
 type Result struct {
@@ -132,6 +144,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, o.Timeout, fmt.Errorf("%w after %s", ErrTimeout, o.Timeout))
+	defer cancel()
 	// kiwi runs in the work directory; every path it gets is absolute.
 	var err error
 	if o.Description, err = filepath.Abs(o.Description); err != nil {
@@ -186,6 +203,7 @@ type build struct {
 	cache  string
 	gnupg  string // GNUPGHOME of kiwi's key import
 	env    []string
+	repos  []string // the http(s) URLs of the description: kiwi's only way out
 }
 
 func (b *build) progress(format string, v ...any) {
@@ -231,7 +249,7 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 	argv = append(argv, args...)
 	b.progress("building the image root and image")
 	step := time.Now()
-	code, err := b.kiwi(ctx, b.log, argv)
+	code, err := b.kiwi(ctx, b.log, b.repos, argv)
 	if err != nil {
 		res.ExitCode = -1
 		return res, err
@@ -248,7 +266,7 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 	}
 	b.progress("bundling the image as rpm")
 	step = time.Now()
-	code, err = b.kiwi(ctx, b.log, []string{Kiwi, "result", "bundle",
+	code, err = b.kiwi(ctx, b.log, []string{}, []string{Kiwi, "result", "bundle",
 		"--id", b.o.BundleID, "--target-dir", b.out, "--bundle-dir", b.t.Dir(), "--package-as-rpm"})
 	if err != nil {
 		res.ExitCode = -1
@@ -303,7 +321,7 @@ func (b *build) setup() error {
 	}
 	// The copy is checked, not the source: it is what kiwi reads, with
 	// the mirror substituted, and nobody else can change it any more.
-	if err := CheckDescription(b.desc); err != nil {
+	if b.repos, err = checkDescription(b.desc); err != nil {
 		b.progress("%v", err)
 		return err
 	}
@@ -324,9 +342,10 @@ func (b *build) global(system bool) []string {
 	return argv
 }
 
-func (b *build) kiwi(ctx context.Context, stdout io.Writer, argv []string) (int, error) {
-	fmt.Fprintf(b.log, "$ %s\n", proc.Quote(argv))
-	return run(ctx, b.env, b.work, stdout, b.log, argv...)
+// kiwi runs one kiwi-ng call; it may reach repos over the network proxy
+// and nothing else.
+func (b *build) kiwi(ctx context.Context, stdout io.Writer, repos []string, argv []string) (int, error) {
+	return run(ctx, runOptions{env: b.env, dir: b.work, stdout: stdout, log: b.log, repos: repos, limits: b.o.Limits}, argv...)
 }
 
 // solve writes the solver file from kiwi's package list. A failure to
@@ -342,7 +361,7 @@ func (b *build) solve(ctx context.Context) error {
 	b.progress("solving the image package list")
 	argv := append(b.global(false), "image", "info", "--description", b.desc, "--resolve-package-list")
 	var out bytes.Buffer
-	code, err := b.kiwi(ctx, &out, argv)
+	code, err := b.kiwi(ctx, &out, b.repos, argv)
 	if err != nil {
 		b.log.Write(out.Bytes())
 		return err

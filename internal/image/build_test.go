@@ -258,7 +258,7 @@ func TestBuildCancel(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "context canceled") {
 			t.Errorf("Build after cancel = %v, want the cancel cause", err)
 		}
-	case <-time.After(killGrace + 30*time.Second):
+	case <-time.After(40 * time.Second):
 		t.Fatal("Build did not return after cancel")
 	}
 	assertClean(t, root, tgt)

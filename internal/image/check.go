@@ -208,35 +208,46 @@ func descriptionFiles(dir string) ([]string, error) {
 // The error wraps ErrRefused and names the file, line, element and
 // attribute.
 func CheckDescription(dir string) error {
+	_, err := checkDescription(dir)
+	return err
+}
+
+// checkDescription is CheckDescription that also returns the http(s)
+// URLs the description names (repositories and signing keys): the only
+// ones kiwi's network proxy forwards.
+func checkDescription(dir string) ([]string, error) {
 	names, err := descriptionFiles(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	urls := []string{}
 	for _, name := range names {
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
-			return fmt.Errorf("check image description: %w", err)
+			return nil, fmt.Errorf("check image description: %w", err)
 		}
 		data, err := io.ReadAll(io.LimitReader(f, maxDescriptionSize+1))
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("check image description %s: %w", name, err)
+			return nil, fmt.Errorf("check image description %s: %w", name, err)
 		}
 		if len(data) > maxDescriptionSize {
-			return fmt.Errorf("%w: %s is larger than %d bytes", ErrRefused, name, maxDescriptionSize)
+			return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrRefused, name, maxDescriptionSize)
 		}
-		if err := checkKiwi(data); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		u, err := checkKiwi(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+		urls = append(urls, u...)
 	}
-	return nil
+	return urls, nil
 }
 
-// checkKiwi checks one KIWI document.
-func checkKiwi(data []byte) error {
+// checkKiwi checks one KIWI document and returns its http(s) URLs.
+func checkKiwi(data []byte) ([]string, error) {
 	d := xml.NewDecoder(bytes.NewReader(data))
 	d.Strict = true
-	var stack []string
+	var stack, urls []string
 	root := false
 	for {
 		tok, err := d.Token()
@@ -248,44 +259,47 @@ func checkKiwi(data []byte) error {
 			return fmt.Errorf("%w: line %d: %s", ErrRefused, line, fmt.Sprintf(format, v...))
 		}
 		if err != nil {
-			return fmt.Errorf("%w: not well-formed XML: %w", ErrRefused, err)
+			return nil, fmt.Errorf("%w: not well-formed XML: %w", ErrRefused, err)
 		}
 		switch t := tok.(type) {
 		case xml.Directive:
 			// A DOCTYPE can declare external entities that read host files.
-			return refuse("<!%s> declarations are not allowed", firstWord(string(t)))
+			return nil, refuse("<!%s> declarations are not allowed", firstWord(string(t)))
 		case xml.ProcInst:
 			if t.Target != "xml" {
-				return refuse("processing instruction <?%s?> is not allowed", t.Target)
+				return nil, refuse("processing instruction <?%s?> is not allowed", t.Target)
 			}
 		case xml.StartElement:
 			name := t.Name.Local
 			if t.Name.Space != "" {
-				return refuse("element <%s> in namespace %q is not allowed", name, t.Name.Space)
+				return nil, refuse("element <%s> in namespace %q is not allowed", name, t.Name.Space)
 			}
 			if len(stack) == 0 {
 				if root || name != "image" {
-					return refuse("the document element must be a single <image>, not <%s>", name)
+					return nil, refuse("the document element must be a single <image>, not <%s>", name)
 				}
 				root = true
 			}
 			attrs, ok := allowed[name]
 			if !ok {
-				return refuse("element <%s> is not allowed%s", name, why(name))
+				return nil, refuse("element <%s> is not allowed%s", name, why(name))
 			}
 			for _, a := range t.Attr {
 				an := attrName(a.Name)
 				if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
 					if a.Value != "http://www.w3.org/2001/XMLSchema-instance" {
-						return refuse("<%s> declares namespace %q; only the XML Schema instance namespace is allowed", name, a.Value)
+						return nil, refuse("<%s> declares namespace %q; only the XML Schema instance namespace is allowed", name, a.Value)
 					}
 					continue
 				}
 				if !contains(attrs, an) {
-					return refuse("attribute %s of <%s> is not allowed%s", an, name, why(name+"/"+an))
+					return nil, refuse("attribute %s of <%s> is not allowed%s", an, name, why(name+"/"+an))
 				}
 				if err := checkValue(name, an, a.Value); err != nil {
-					return refuse("attribute %s=%q of <%s>: %s", an, a.Value, name, err)
+					return nil, refuse("attribute %s=%q of <%s>: %s", an, a.Value, name, err)
+				}
+				if key := name + "/" + an; (key == "source/path" || key == "signing/key") && remoteURL(a.Value, "") == nil {
+					urls = append(urls, a.Value)
 				}
 			}
 			stack = append(stack, name)
@@ -294,9 +308,9 @@ func checkKiwi(data []byte) error {
 		}
 	}
 	if !root {
-		return fmt.Errorf("%w: no <image> element", ErrRefused)
+		return nil, fmt.Errorf("%w: no <image> element", ErrRefused)
 	}
-	return nil
+	return urls, nil
 }
 
 // attrName is an attribute's name as written: encoding/xml resolves the

@@ -181,6 +181,8 @@ func LocalImage(ctx context.Context, cfg Config, o Local) (*image.Result, error)
 		Log:         io.MultiWriter(out, logf),
 		CacheDir:    cfg.ImageCacheDir,
 		Logger:      cfg.Logger,
+		Timeout:     cfg.BuildTimeout,
+		Limits:      cfg.Limits,
 		Skip:        func(name string) bool { return strings.HasPrefix(name, prefix) },
 	})
 	if err != nil {
