@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
+	"github.com/cloud-builder/cb/internal/buildroot"
 	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/message"
+	"github.com/cloud-builder/cb/internal/mirror"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -78,6 +80,10 @@ type Options struct {
 	// Limits are the cgroup limits of each kiwi-ng call; zero fields set
 	// no limit.
 	Limits cgroup.Limits
+	// AllowRepositories are the repository URLs (prefixes) the
+	// description may name besides the runner's apt sources, as for
+	// buildroots (buildroot.CheckRepositories).
+	AllowRepositories []string
 
 	// Skip names top-level entries of Description that are not part of
 	// it (local build output next to the description).
@@ -321,10 +327,27 @@ func (b *build) setup() error {
 	}
 	// The copy is checked, not the source: it is what kiwi reads, with
 	// the mirror substituted, and nobody else can change it any more.
-	if b.repos, err = checkDescription(b.desc); err != nil {
+	repos, err := checkDescription(b.desc)
+	if err != nil {
 		b.progress("%v", err)
 		return err
 	}
+	// The packages of the repositories run their maintainer scripts as
+	// root in kiwi's chroot, outside the confinement of the description's
+	// own scripts: only repositories the runner trusts are allowed, as
+	// for buildroots.
+	allowed, err := mirror.Sources()
+	if err != nil {
+		return err
+	}
+	allowed = append(allowed, b.o.AllowRepositories...)
+	p := &buildroot.Profile{Repositories: repos}
+	if err := buildroot.CheckRepositories(p, allowed); err != nil {
+		err = fmt.Errorf("%w: %w", ErrRefused, err)
+		b.progress("%v", err)
+		return err
+	}
+	b.repos = buildroot.RepositoryURLs(p)
 	return nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/cloud-builder/cb/internal/buildroot"
 )
 
 // ErrRefused means an image description uses something kiwi would turn
@@ -212,15 +214,14 @@ func CheckDescription(dir string) error {
 	return err
 }
 
-// checkDescription is CheckDescription that also returns the http(s)
-// URLs the description names (repositories and signing keys): the only
-// ones kiwi's network proxy forwards.
-func checkDescription(dir string) ([]string, error) {
+// checkDescription is CheckDescription that also returns the
+// repositories the description names, with their signing keys.
+func checkDescription(dir string) ([]buildroot.Repository, error) {
 	names, err := descriptionFiles(dir)
 	if err != nil {
 		return nil, err
 	}
-	urls := []string{}
+	var repos []buildroot.Repository
 	for _, name := range names {
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
@@ -234,20 +235,21 @@ func checkDescription(dir string) ([]string, error) {
 		if len(data) > maxDescriptionSize {
 			return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrRefused, name, maxDescriptionSize)
 		}
-		u, err := checkKiwi(data)
+		r, err := checkKiwi(data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		urls = append(urls, u...)
+		repos = append(repos, r...)
 	}
-	return urls, nil
+	return repos, nil
 }
 
-// checkKiwi checks one KIWI document and returns its http(s) URLs.
-func checkKiwi(data []byte) ([]string, error) {
+// checkKiwi checks one KIWI document and returns its repositories.
+func checkKiwi(data []byte) ([]buildroot.Repository, error) {
 	d := xml.NewDecoder(bytes.NewReader(data))
 	d.Strict = true
-	var stack, urls []string
+	var stack []string
+	var repos []buildroot.Repository
 	root := false
 	for {
 		tok, err := d.Token()
@@ -298,8 +300,15 @@ func checkKiwi(data []byte) ([]string, error) {
 				if err := checkValue(name, an, a.Value); err != nil {
 					return nil, refuse("attribute %s=%q of <%s>: %s", an, a.Value, name, err)
 				}
-				if key := name + "/" + an; (key == "source/path" || key == "signing/key") && remoteURL(a.Value, "") == nil {
-					urls = append(urls, a.Value)
+				switch name + "/" + an {
+				case "source/path":
+					repos = append(repos, buildroot.Repository{Path: a.Value})
+				case "signing/key":
+					if len(repos) > 0 && len(stack) > 0 && stack[len(stack)-1] == "source" {
+						repos[len(repos)-1].SigningKeys = append(repos[len(repos)-1].SigningKeys, a.Value)
+					} else {
+						return nil, refuse("<signing> outside a <source>")
+					}
 				}
 			}
 			stack = append(stack, name)
@@ -310,7 +319,7 @@ func checkKiwi(data []byte) ([]string, error) {
 	if !root {
 		return nil, fmt.Errorf("%w: no <image> element", ErrRefused)
 	}
-	return urls, nil
+	return repos, nil
 }
 
 // attrName is an attribute's name as written: encoding/xml resolves the

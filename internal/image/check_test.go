@@ -144,7 +144,10 @@ func TestBuildRefusesHostileDescription(t *testing.T) {
 	for name, doc := range map[string]string{
 		"dir repository": kiwiDoc(`<repository type="apt-deb"><source path="dir:///var/lib/cb"/></repository>`),
 		"host path":      kiwiDoc(`<repository type="apt-deb"><source path="/etc"/></repository>`),
-		"editbootconfig": strings.Replace(kiwiDoc(goodRepo), `<type image="tbz"/>`, `<type image="oem" editbootconfig="edit.sh"/>`, 1),
+		// Its packages' maintainer scripts would run as root in kiwi's
+		// chroot: only the runner's repositories are allowed.
+		"foreign repository": kiwiDoc(`<repository type="apt-deb" distribution="x"><source path="http://packages.invalid/debian"/></repository>`),
+		"editbootconfig":     strings.Replace(kiwiDoc(goodRepo), `<type image="tbz"/>`, `<type image="oem" editbootconfig="edit.sh"/>`, 1),
 	} {
 		t.Run(name, func(t *testing.T) {
 			desc := t.TempDir()

@@ -55,6 +55,8 @@ func (r *runner) image(ctx context.Context) *message.Response {
 		Logger:      r.logger,
 		Timeout:     r.cfg.BuildTimeout,
 		Limits:      r.cfg.Limits,
+
+		AllowRepositories: r.cfg.AllowRepositories,
 	})
 	r.note(func(e *journal.Entry) { e.Build = time.Since(start) })
 	r.save()
@@ -154,6 +156,8 @@ func Image(ctx context.Context, cfg Config, o ImageBuild) (target.Target, *image
 		Logger:      logger,
 		Timeout:     cfg.BuildTimeout,
 		Limits:      cfg.Limits,
+
+		AllowRepositories: cfg.AllowRepositories,
 	})
 	if err != nil {
 		fmt.Fprintf(logf, "\nimage build failed: %v\n", err)

@@ -184,6 +184,8 @@ func LocalImage(ctx context.Context, cfg Config, o Local) (*image.Result, error)
 		Timeout:     cfg.BuildTimeout,
 		Limits:      cfg.Limits,
 		Skip:        func(name string) bool { return strings.HasPrefix(name, prefix) },
+
+		AllowRepositories: cfg.AllowRepositories,
 	})
 	if err != nil {
 		return res, fmt.Errorf("local image build: %w", err)
