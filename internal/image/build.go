@@ -321,7 +321,11 @@ func (b *build) setup() error {
 		return fmt.Errorf("create build directory: %w", err)
 	}
 	b.gnupg = g
-	b.env = commandEnv(filepath.Join(b.work, "home"), b.gnupg)
+	bin := filepath.Join(b.work, "bin")
+	if err := installChroot(bin); err != nil {
+		return err
+	}
+	b.env = commandEnv(bin, filepath.Join(b.work, "home"), b.gnupg)
 	if err := copyDescription(b.o.Description, b.desc, b.o.Skip); err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func needKiwi(t *testing.T) {
 		}
 		t.Skip("image builds need root")
 	}
-	for _, tool := range []string{Kiwi, "debootstrap", "rpm", "rpmbuild"} {
+	for _, tool := range []string{Kiwi, Bwrap, "debootstrap", "rpm", "rpmbuild"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if ci {
 				t.Fatalf("%s not installed, and CI=true", tool)

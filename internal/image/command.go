@@ -21,9 +21,12 @@ var proxyEnv = []string{"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "
 // GNUPGHOME point into the target's work directory because kiwi runs gpg
 // to import the repository keys and rpmbuild to bundle the image, and
 // neither may touch (or depend on) root's real home.
-func commandEnv(home, gnupg string) []string {
+//
+// bin goes first in PATH: it holds the chroot through which kiwi runs the
+// description's scripts confined (see installChroot).
+func commandEnv(bin, home, gnupg string) []string {
 	env := []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PATH=" + bin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"LC_ALL=C.UTF-8",
 		"LANG=C.UTF-8",
 		"DEBIAN_FRONTEND=noninteractive",

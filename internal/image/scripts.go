@@ -1,0 +1,86 @@
+package image
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// Bwrap is the bubblewrap program that confines the description's
+// scripts.
+var Bwrap = "bwrap"
+
+// descriptionScripts are the scripts of an image description that kiwi
+// runs in the image root (kiwi/defaults.py); kiwi calls each as
+// "chroot ROOT [bash] /image/NAME".
+var descriptionScripts = []string{"post_bootstrap.sh", "config.sh", "images.sh", "pre_disk_sync.sh", "disk.sh"}
+
+// chrootWrapper is the chroot kiwi finds first in its PATH. kiwi runs the
+// description's scripts (untrusted, from git) with chroot, as root, where
+// a chroot escape, /proc/1/root, a device node or a write to /proc/sys
+// reach the runner. This chroot runs those scripts with bubblewrap
+// instead: the image root becomes the root of a new mount namespace
+// (pivot_root, so there is no outside to escape to), with a minimal /dev,
+// a /proc of a new PID namespace whose kernel tunables are read-only, an
+// empty /sys, and only the capabilities a script needs to work on files
+// it owns (no CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_MKNOD, CAP_SYS_PTRACE,
+// CAP_DAC_READ_SEARCH, CAP_NET_ADMIN…), with no_new_privs. Every other
+// chroot call of kiwi and debootstrap (package installation from the
+// runner's repositories) goes to the real chroot. %s is bwrap's path.
+const chrootWrapper = `#!/bin/sh
+# Written by cloud-builder for one image build; see internal/image/scripts.go.
+set -eu
+script=
+case "${2-}" in
+/image/post_bootstrap.sh|/image/config.sh|/image/images.sh|/image/pre_disk_sync.sh|/image/disk.sh) script=1 ;;
+bash)
+	case "${3-}" in
+	/image/post_bootstrap.sh|/image/config.sh|/image/images.sh|/image/pre_disk_sync.sh|/image/disk.sh) script=1 ;;
+	esac ;;
+esac
+if [ -z "$script" ]; then
+	exec /usr/sbin/chroot "$@"
+fi
+root=$1
+shift
+exec %s --bind "$root" / --dev /dev --proc /proc \
+	--ro-bind /proc/sys /proc/sys --ro-bind-try /proc/sysrq-trigger /proc/sysrq-trigger \
+	--ro-bind-try /proc/irq /proc/irq --ro-bind-try /proc/bus /proc/bus --ro-bind-try /proc/fs /proc/fs \
+	--tmpfs /sys --chdir / \
+	--unshare-pid --unshare-ipc --unshare-uts --new-session --die-with-parent \
+	--cap-drop ALL --cap-add CAP_CHOWN --cap-add CAP_DAC_OVERRIDE --cap-add CAP_FOWNER \
+	--cap-add CAP_FSETID --cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_KILL \
+	--cap-add CAP_SETFCAP --cap-add CAP_AUDIT_WRITE \
+	-- "$@"
+`
+
+// installChroot writes the chroot wrapper into dir, which goes first in
+// kiwi's PATH.
+func installChroot(dir string) error {
+	bwrap, err := exec.LookPath(Bwrap)
+	if err != nil {
+		return fmt.Errorf("confine the image description's scripts: %w (install bubblewrap)", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("confine the image description's scripts: %w", err)
+	}
+	p := filepath.Join(dir, "chroot")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(chrootWrapper, shellQuote(bwrap))), 0o755); err != nil {
+		return fmt.Errorf("confine the image description's scripts: %w", err)
+	}
+	return os.Chmod(p, 0o755)
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string {
+	out := "'"
+	for _, c := range s {
+		if c == '\'' {
+			out += `'\''`
+		} else {
+			out += string(c)
+		}
+	}
+	return out + "'"
+}
