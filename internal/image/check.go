@@ -42,13 +42,17 @@ const KeyringDir = "/usr/share/keyrings"
 //   - <type derived_from> loads a base image, from a local path too;
 //   - <repository customize> is a script kiwi runs on the host;
 //   - <type xen_server>, <type luks> (a keyfile given as file://) are
-//     kept out for the same reason.
+//     kept out for the same reason;
+//   - <image id> is written by kiwi from the host into the image root's
+//     etc/ImageID, following any link the overlay or a script put there;
+//   - <packages type="uninstall|delete"> run the package manager in a
+//     plain chroot after config.sh could rewrite the removal scripts.
 //
 // Attributes whose values are checked further are in checkValue. An
 // element or attribute kiwi adds in a later schema is refused until it is
 // reviewed and listed here.
 var allowed = map[string][]string{
-	"image":                    {"displayname", "id", "name", "schemaversion", "xsi:noNamespaceSchemaLocation", "xsi:schemaLocation"},
+	"image":                    {"displayname", "name", "schemaversion", "xsi:noNamespaceSchemaLocation", "xsi:schemaLocation"},
 	"description":              {"type"},
 	"author":                   nil,
 	"contact":                  nil,
@@ -179,6 +183,7 @@ var refusedWhy = map[string]string{
 	"bootloader/grub_template": "it names a file on the build host",
 	"repository/customize":     "it names a script kiwi runs on the build host",
 	"machine/xen_loader":       "it is not supported by this builder",
+	"image/id":                 "kiwi writes it to etc/ImageID of the image root from the host, following links the overlay or a script put there",
 }
 
 // descriptionFiles are the KIWI files of dir that kiwi may read: config.xml
@@ -387,6 +392,13 @@ func checkValue(elem, attr, v string) error {
 	case "volume/name":
 		if hasDotDot(v) {
 			return errors.New("must not contain ..")
+		}
+	case "packages/type":
+		// kiwi removes these after config.sh ran, with the package
+		// manager in a plain chroot: the removal scripts in the image
+		// root are the description's by then.
+		if v == "uninstall" || v == "delete" {
+			return errors.New("package removal after config.sh is not allowed; remove packages in config.sh")
 		}
 	case "type/luks":
 		if strings.Contains(v, "://") {

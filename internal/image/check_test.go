@@ -95,6 +95,8 @@ func TestCheckDescriptionRefuses(t *testing.T) {
 		{"archive out of the image root", kiwiDoc(goodRepo + `<packages type="image"><archive name="root.tar" target_dir="/../../../"/></packages>`), "target_dir"},
 		{"vagrantfile from the host", kiwiDoc(goodRepo + `<preferences><type image="oem"><vagrantconfig provider="libvirt" virtualsize="1" embedded_vagrantfile="/etc/shadow"/></type></preferences>`), "embedded_vagrantfile"},
 		{"grub template", strings.Replace(kiwiDoc(goodRepo), `<type image="tbz"/>`, `<type image="oem"><bootloader name="grub2" grub_template="/etc/shadow"/></type>`, 1), "grub_template"},
+		{"image id", strings.Replace(kiwiDoc(goodRepo), `<image `, `<image id="0123456789" `, 1), "attribute id of <image>"},
+		{"package removal after config.sh", kiwiDoc(goodRepo + `<packages type="uninstall"><package name="apt"/></packages>`), "package removal"},
 		{"unknown element", kiwiDoc(goodRepo + `<hostcopy from="/etc"/>`), "element <hostcopy>"},
 		{"processing instruction", kiwiDoc(goodRepo + `<?exec rm -rf /?>`), "processing instruction"},
 		{"not an image", `<foo/>`, "single <image>"},
