@@ -209,7 +209,7 @@ type build struct {
 	cache  string
 	gnupg  string // GNUPGHOME of kiwi's key import
 	env    []string
-	repos  []string // the http(s) URLs of the description: kiwi's only way out
+	repos  []string // the description's repository and key URLs: kiwi's only way out
 }
 
 func (b *build) progress(format string, v ...any) {
@@ -255,7 +255,7 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 	argv = append(argv, args...)
 	b.progress("building the image root and image")
 	step := time.Now()
-	code, err := b.kiwi(ctx, b.log, b.repos, argv)
+	code, err := b.kiwi(ctx, nil, b.repos, argv)
 	if err != nil {
 		res.ExitCode = -1
 		return res, err
@@ -272,7 +272,7 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 	}
 	b.progress("bundling the image as rpm")
 	step = time.Now()
-	code, err = b.kiwi(ctx, b.log, []string{}, []string{Kiwi, "result", "bundle",
+	code, err = b.kiwi(ctx, nil, []string{}, []string{Kiwi, "result", "bundle",
 		"--id", b.o.BundleID, "--target-dir", b.out, "--bundle-dir", b.t.Dir(), "--package-as-rpm"})
 	if err != nil {
 		res.ExitCode = -1
@@ -369,8 +369,10 @@ func (b *build) global(system bool) []string {
 	return argv
 }
 
-// kiwi runs one kiwi-ng call; it may reach repos over the network proxy
-// and nothing else.
+// kiwi runs one kiwi-ng call with its standard output to stdout (nil:
+// the log, written through the same serialised writer as its standard
+// error and the proxy's notes); it may reach repos over the network
+// proxy and nothing else.
 func (b *build) kiwi(ctx context.Context, stdout io.Writer, repos []string, argv []string) (int, error) {
 	return run(ctx, runOptions{env: b.env, dir: b.work, stdout: stdout, log: b.log, repos: repos, limits: b.o.Limits}, argv...)
 }

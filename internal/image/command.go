@@ -90,7 +90,7 @@ func run(ctx context.Context, o runOptions, argv ...string) (int, error) {
 type runOptions struct {
 	env    []string
 	dir    string
-	stdout io.Writer // nil: the log
+	stdout io.Writer // nil: the log (never the log itself: two unsynchronised writers)
 	log    io.Writer // the command line, stderr and the proxy's refusals
 	repos  []string  // the URLs the network proxy forwards
 	limits cgroup.Limits
