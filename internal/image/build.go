@@ -265,6 +265,9 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 		res.ExitCode = code
 		return res, nil
 	}
+	for _, s := range confinedScripts(filepath.Join(b.work, "bin")) {
+		b.progress("ran confined by bubblewrap: %s", s)
+	}
 	b.progress("image built in %s", since(step))
 
 	if err := os.MkdirAll(filepath.Dir(b.t.Dir()), 0o755); err != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // Bwrap is the bubblewrap program that confines the description's
@@ -44,6 +45,8 @@ if [ -z "$script" ]; then
 fi
 root=$1
 shift
+# Noted for the build log (see confinedScripts).
+printf '%%s\n' "$*" >> "${0%%/*}/confined"
 exec %s --bind "$root" / --dev /dev --proc /proc \
 	--ro-bind /proc/sys /proc/sys --ro-bind-try /proc/sysrq-trigger /proc/sysrq-trigger \
 	--ro-bind-try /proc/irq /proc/irq --ro-bind-try /proc/bus /proc/bus --ro-bind-try /proc/fs /proc/fs \
@@ -83,4 +86,20 @@ func shellQuote(s string) string {
 		}
 	}
 	return out + "'"
+}
+
+// confinedScripts are the script calls the chroot wrapper in dir ran
+// confined, one command line each, for the build log.
+func confinedScripts(dir string) []string {
+	data, err := os.ReadFile(filepath.Join(dir, "confined"))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -107,6 +107,9 @@ func TestChrootWrapperConfinesScripts(t *testing.T) {
 			t.Errorf("attack %s not blocked", a)
 		}
 	}
+	if got := confinedScripts(bin); len(got) != 1 || !strings.HasPrefix(got[0], "/image/config.sh -marker") {
+		t.Errorf("confined scripts noted: %q", got)
+	}
 	if pwned, _ := filepath.Glob(filepath.Join(host, "pwned-*")); len(pwned) > 0 {
 		t.Errorf("config.sh wrote to the host: %v", pwned)
 	}
