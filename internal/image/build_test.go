@@ -154,7 +154,7 @@ func TestBuildExample(t *testing.T) {
 		for _, want := range []string{
 			"[cb-image ", "solving the image package list",
 			"system build --description", "Creating XZ compressed tar archive",
-			"ran confined by bubblewrap: /image/config.sh",
+			"ran confined by bubblewrap: image/config.sh",
 			"result bundle --id 7f1c0d2e", "image build succeeded",
 		} {
 			if !strings.Contains(log.String(), want) {

@@ -14,7 +14,7 @@ var Bwrap = "bwrap"
 
 // descriptionScripts are the scripts of an image description that kiwi
 // runs in the image root (kiwi/defaults.py); kiwi calls each as
-// "chroot ROOT [bash] /image/NAME".
+// "chroot ROOT [bash] image/NAME" (relative: kiwi's IMAGE_METADATA_DIR).
 var descriptionScripts = []string{"post_bootstrap.sh", "config.sh", "images.sh", "pre_disk_sync.sh", "disk.sh"}
 
 // chrootWrapper is the chroot kiwi finds first in its PATH. kiwi runs the
@@ -28,16 +28,17 @@ var descriptionScripts = []string{"post_bootstrap.sh", "config.sh", "images.sh",
 // it owns (no CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_MKNOD, CAP_SYS_PTRACE,
 // CAP_DAC_READ_SEARCH, CAP_NET_ADMIN…), with no_new_privs. Every other
 // chroot call of kiwi and debootstrap (package installation from the
-// runner's repositories) goes to the real chroot. %s is bwrap's path.
+// runner's repositories) goes to the real chroot. %[1]s is the pattern of
+// the script paths (scriptPattern), %[2]s bwrap's path.
 const chrootWrapper = `#!/bin/sh
 # Written by cloud-builder for one image build; see internal/image/scripts.go.
 set -eu
 script=
 case "${2-}" in
-/image/post_bootstrap.sh|/image/config.sh|/image/images.sh|/image/pre_disk_sync.sh|/image/disk.sh) script=1 ;;
+%[1]s) script=1 ;;
 bash)
 	case "${3-}" in
-	/image/post_bootstrap.sh|/image/config.sh|/image/images.sh|/image/pre_disk_sync.sh|/image/disk.sh) script=1 ;;
+	%[1]s) script=1 ;;
 	esac ;;
 esac
 if [ -z "$script" ]; then
@@ -47,7 +48,7 @@ root=$1
 shift
 # Noted for the build log (see confinedScripts).
 printf '%%s\n' "$*" >> "${0%%/*}/confined"
-exec %s --bind "$root" / --dev /dev --proc /proc \
+exec %[2]s --bind "$root" / --dev /dev --proc /proc \
 	--ro-bind /proc/sys /proc/sys --ro-bind-try /proc/sysrq-trigger /proc/sysrq-trigger \
 	--ro-bind-try /proc/irq /proc/irq --ro-bind-try /proc/bus /proc/bus --ro-bind-try /proc/fs /proc/fs \
 	--tmpfs /sys --chdir / \
@@ -69,10 +70,20 @@ func installChroot(dir string) error {
 		return fmt.Errorf("confine the image description's scripts: %w", err)
 	}
 	p := filepath.Join(dir, "chroot")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf(chrootWrapper, shellQuote(bwrap))), 0o755); err != nil {
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(chrootWrapper, scriptPattern(), shellQuote(bwrap))), 0o755); err != nil {
 		return fmt.Errorf("confine the image description's scripts: %w", err)
 	}
 	return os.Chmod(p, 0o755)
+}
+
+// scriptPattern is the sh case pattern of the description scripts as
+// kiwi names them, relative and, should a kiwi do so, absolute.
+func scriptPattern() string {
+	var alts []string
+	for _, s := range descriptionScripts {
+		alts = append(alts, "image/"+s, "/image/"+s)
+	}
+	return strings.Join(alts, "|")
 }
 
 // shellQuote quotes s for sh.
