@@ -52,7 +52,7 @@ exec %[2]s --bind "$root" / --dev /dev --proc /proc \
 	--ro-bind /proc/sys /proc/sys --ro-bind-try /proc/sysrq-trigger /proc/sysrq-trigger \
 	--ro-bind-try /proc/irq /proc/irq --ro-bind-try /proc/bus /proc/bus --ro-bind-try /proc/fs /proc/fs \
 	--tmpfs /sys --chdir / \
-	--unshare-pid --unshare-ipc --unshare-uts --new-session --die-with-parent \
+	--unshare-pid --unshare-ipc --unshare-uts --new-session \
 	--cap-drop ALL --cap-add CAP_CHOWN --cap-add CAP_DAC_OVERRIDE --cap-add CAP_FOWNER \
 	--cap-add CAP_FSETID --cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_KILL \
 	--cap-add CAP_SETFCAP --cap-add CAP_AUDIT_WRITE \
