@@ -48,7 +48,10 @@ root=$1
 shift
 # Noted for the build log (see confinedScripts).
 printf '%%s\n' "$*" >> "${0%%/*}/confined"
-exec %[2]s --bind "$root" / --dev /dev --proc /proc \
+# bwrap finds its sandbox's namespaces through /proc by PID: kiwi's
+# /proc is the host's, not its PID namespace's, so bwrap gets a PID
+# namespace with a /proc of its own first.
+exec unshare --pid --fork --kill-child --mount --mount-proc -- %[2]s --bind "$root" / --dev /dev --proc /proc \
 	--ro-bind /proc/sys /proc/sys --ro-bind-try /proc/sysrq-trigger /proc/sysrq-trigger \
 	--ro-bind-try /proc/irq /proc/irq --ro-bind-try /proc/bus /proc/bus --ro-bind-try /proc/fs /proc/fs \
 	--tmpfs /sys --chdir / \
