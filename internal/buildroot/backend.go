@@ -124,6 +124,12 @@ type ExecOptions struct {
 	// even when it is killed. Needs root.
 	PrivateMounts bool
 	Dir           string
+	// Stdout, when set, receives the command's standard output instead of
+	// the log (standard error still goes to the log).
+	Stdout io.Writer
+	// Limits are the cgroup limits of an Isolate'd command; zero fields
+	// set no limit.
+	Limits cgroup.Limits
 	// Isolate runs the command as PID 1 of a new PID namespace (so every
 	// process it starts, daemons included, dies with it) and in a cgroup of
 	// its own that is killed when it ends. Needs root.
@@ -170,7 +176,11 @@ func Exec(ctx context.Context, log io.Writer, o ExecOptions, argv ...string) err
 		// the proxy reports refusals into the same log as the tool
 		log = &syncWriter{w: log}
 	}
-	cmd := command(ctx, o, log, log, argv)
+	stdout := log
+	if o.Stdout != nil {
+		stdout = o.Stdout
+	}
+	cmd := command(ctx, o, stdout, log, argv)
 	start := cmd.Start
 	var ns threadNS
 	if o.Repositories != nil {
@@ -205,7 +215,7 @@ func Exec(ctx context.Context, log io.Writer, o ExecOptions, argv ...string) err
 		}
 		return wait(ctx, cmd, argv[0])
 	}
-	return runInGroup(ctx, cmd, start, argv[0])
+	return runInGroup(ctx, cmd, start, argv[0], o.Limits)
 }
 
 var toolSeq atomic.Int64
@@ -214,8 +224,8 @@ var toolSeq atomic.Int64
 // when cmd ends, however it ends: tools such as mmdebstrap and kiwi-ng
 // start processes in their own process groups, which a kill of the job's
 // group misses.
-func runInGroup(ctx context.Context, cmd *exec.Cmd, start func() error, name string) error {
-	g, err := cgroup.New(fmt.Sprintf("prepare-%d-%d", os.Getpid(), toolSeq.Add(1)), cgroup.Limits{})
+func runInGroup(ctx context.Context, cmd *exec.Cmd, start func() error, name string, limits cgroup.Limits) error {
+	g, err := cgroup.New(fmt.Sprintf("prepare-%d-%d", os.Getpid(), toolSeq.Add(1)), limits)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}

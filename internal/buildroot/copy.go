@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
-
-	"github.com/cloud-builder/cb/internal/atomicfile"
 )
 
 // ErrUnsafeTree means a tree from the (untrusted) source repository holds
@@ -18,11 +20,18 @@ import (
 var ErrUnsafeTree = errors.New("unsafe file in source tree")
 
 // CopyTree copies the tree at src into dst (created if missing). Every
-// symlink must resolve inside src (absolute links are refused: in the
-// buildroot they would point elsewhere than in the repository, and any
-// host process following them would leave the tree); only regular files,
-// directories and such symlinks are copied; setuid/setgid bits are dropped.
-// Names in skip (relative to src, slash separated) are left out.
+// path is resolved beneath its root (os.Root, openat2 RESOLVE_BENEATH on
+// Linux): reads beneath src, writes beneath dst, so neither a link in the
+// source nor one already in dst makes the copy read or write elsewhere.
+// Every symlink must resolve inside src, following the whole chain of
+// links as the kernel does (a link to "." and a link through it with
+// enough ".." are refused, not just links whose text leaves the tree);
+// absolute links are refused, since in the buildroot they would point
+// elsewhere than in the repository and any host process following them
+// would leave the tree. A link that resolves to nothing yet is copied
+// when its text stays inside src. Only regular files, directories and
+// such symlinks are copied; setuid/setgid bits are dropped. Names in skip
+// (relative to src, slash separated) are left out.
 func CopyTree(src, dst string, skip ...string) error {
 	src = filepath.Clean(src)
 	if fi, err := os.Lstat(src); err != nil {
@@ -30,53 +39,122 @@ func CopyTree(src, dst string, skip ...string) error {
 	} else if !fi.IsDir() {
 		return fmt.Errorf("copy %s: %w: not a directory", src, ErrUnsafeTree)
 	}
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	sr, err := os.OpenRoot(src)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	defer sr.Close()
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	dr, err := os.OpenRoot(dst)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	defer dr.Close()
+	return fs.WalkDir(sr.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return fmt.Errorf("copy %s: %w", p, err)
+			return fmt.Errorf("copy %s: %w", filepath.Join(src, rel), err)
 		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		for _, s := range skip {
-			if filepath.ToSlash(rel) == s {
-				if d.IsDir() {
-					return filepath.SkipDir
-				}
-				return nil
+		if slices.Contains(skip, rel) {
+			if d.IsDir() {
+				return fs.SkipDir
 			}
+			return nil
 		}
-		target := filepath.Join(dst, rel)
 		info, err := d.Info()
 		if err != nil {
-			return fmt.Errorf("copy %s: %w", p, err)
+			return fmt.Errorf("copy %s: %w", rel, err)
 		}
 		mode := info.Mode()
 		switch {
 		case mode.IsDir():
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return fmt.Errorf("copy %s: %w", p, err)
+			if err := dr.Mkdir(rel, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("copy %s: %w", rel, err)
 			}
-			return os.Chmod(target, mode.Perm()|0o700)
+			if err := dr.Chmod(rel, mode.Perm()|0o700); err != nil {
+				return fmt.Errorf("copy %s: %w", rel, err)
+			}
+			return nil
 		case mode&fs.ModeSymlink != 0:
-			link, err := os.Readlink(p)
+			link, err := sr.Readlink(rel)
 			if err != nil {
-				return fmt.Errorf("copy %s: %w", p, err)
+				return fmt.Errorf("copy %s: %w", rel, err)
 			}
-			if !linkInside(src, p, link) {
-				return fmt.Errorf("copy %s: %w: symlink to %q leaves the tree", rel, ErrUnsafeTree, link)
+			if err := linkBeneath(sr, rel, link); err != nil {
+				return fmt.Errorf("copy %s: %w", rel, err)
 			}
-			_ = os.Remove(target)
-			if err := os.Symlink(link, target); err != nil {
-				return fmt.Errorf("copy %s: %w", p, err)
+			if err := dr.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("copy %s: %w", rel, err)
+			}
+			if err := dr.Symlink(link, rel); err != nil {
+				return fmt.Errorf("copy %s: %w", rel, err)
 			}
 			return nil
 		case mode.IsRegular():
-			return atomicfile.CopyScratch(p, target, mode.Perm())
+			return copyFileBeneath(sr, dr, rel, mode.Perm())
 		default:
 			return fmt.Errorf("copy %s: %w: %s is a %s", rel, ErrUnsafeTree, rel, fileType(mode))
 		}
 	})
+}
+
+// linkBeneath checks the symlink rel of root with text link: absolute
+// links are refused; a relative one must resolve beneath root through
+// every link on its way, or, when it resolves to nothing (yet), stay
+// inside root by its text.
+func linkBeneath(root *os.Root, rel, link string) error {
+	if filepath.IsAbs(link) {
+		return fmt.Errorf("%w: symlink to %q is absolute", ErrUnsafeTree, link)
+	}
+	_, err := root.Stat(rel)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		if linkInside(".", rel, link) {
+			return nil
+		}
+		return fmt.Errorf("%w: symlink to %q leaves the tree", ErrUnsafeTree, link)
+	}
+	return fmt.Errorf("%w: symlink to %q does not resolve inside the tree: %w", ErrUnsafeTree, link, err)
+}
+
+// copyFileBeneath copies the regular file rel of sr to rel of dr with
+// exactly perm, replacing what is there through a rename; no fsync, as
+// for atomicfile.CopyScratch (a crash discards the staged tree anyway).
+func copyFileBeneath(sr, dr *os.Root, rel string, perm fs.FileMode) error {
+	in, err := sr.Open(rel)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", rel, err)
+	}
+	defer in.Close()
+	if fi, err := in.Stat(); err != nil {
+		return fmt.Errorf("copy %s: %w", rel, err)
+	} else if !fi.Mode().IsRegular() {
+		return fmt.Errorf("copy %s: %w: not a regular file", rel, ErrUnsafeTree)
+	}
+	dir, base := path.Split(rel)
+	tmp := dir + "." + base + ".tmp" + strconv.FormatUint(rand.Uint64(), 36)
+	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", rel, err)
+	}
+	defer dr.Remove(tmp) // after a successful rename: ENOENT, ignored
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = dr.Chmod(tmp, perm)
+	}
+	if err == nil {
+		err = dr.Rename(tmp, rel)
+	}
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", rel, err)
+	}
+	return nil
 }
 
 func fileType(m fs.FileMode) string {
@@ -120,7 +198,14 @@ func readInside(root, rel string, limit int64) ([]byte, error) {
 			return nil, fmt.Errorf("read %s: %w: %s is a symlink", rel, ErrUnsafeTree, part)
 		}
 	}
-	f, err := os.Open(p)
+	// Checked above, and opened beneath root: a link swapped in after the
+	// check cannot lead out of it either.
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", rel, err)
+	}
+	defer r.Close()
+	f, err := r.Open(filepath.Clean(rel))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", rel, err)
 	}

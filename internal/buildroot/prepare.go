@@ -390,26 +390,38 @@ func stageTarget(ctx context.Context, l *Layout, pkgDir string, t target.Target,
 // directory modes, and an upper directory's attributes win in the overlay
 // (a .cb/root/tmp would otherwise turn /tmp from 1777 into 0755).
 func matchLowerDirs(upper, lower, skip string) error {
-	return filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+	// The lower root was made by package maintainer scripts: its paths
+	// are resolved beneath it, so a link there cannot show a host file's
+	// attributes.
+	lr, err := os.OpenRoot(lower)
+	if err != nil {
+		return fmt.Errorf("stage overlay: %w", err)
+	}
+	defer lr.Close()
+	ur, err := os.OpenRoot(upper)
+	if err != nil {
+		return fmt.Errorf("stage overlay: %w", err)
+	}
+	defer ur.Close()
+	return fs.WalkDir(ur.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if !d.IsDir() {
 			return nil
 		}
-		rel, _ := filepath.Rel(upper, p)
 		if rel == skip {
-			return filepath.SkipDir
+			return fs.SkipDir
 		}
-		fi, err := os.Lstat(filepath.Join(lower, rel))
+		fi, err := lr.Lstat(rel)
 		if err != nil || !fi.IsDir() {
 			return nil
 		}
 		st := fi.Sys().(*syscall.Stat_t)
-		if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+		if err := ur.Lchown(rel, int(st.Uid), int(st.Gid)); err != nil {
 			return fmt.Errorf("stage overlay: %w", err)
 		}
-		return os.Chmod(p, fi.Mode()&(fs.ModePerm|fs.ModeSticky|fs.ModeSetgid))
+		return ur.Chmod(rel, fi.Mode()&(fs.ModePerm|fs.ModeSticky|fs.ModeSetgid))
 	})
 }
 

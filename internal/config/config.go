@@ -131,7 +131,8 @@ type Sandbox struct {
 	// PrepareTimeout bounds the creation of a buildroot.
 	PrepareTimeout time.Duration `yaml:"prepare_timeout"`
 	// AllowRepositories are repository URLs (prefixes) a build_root.kiwi
-	// may name besides the runner's apt sources and the collector.
+	// or an image description may name besides the runner's apt sources
+	// and the collector.
 	AllowRepositories []string `yaml:"allow_repositories"`
 }
 

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
+	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/message"
-	"github.com/cloud-builder/cb/internal/proc"
+	"github.com/cloud-builder/cb/internal/mirror"
 	"github.com/cloud-builder/cb/internal/target"
 )
 
@@ -72,11 +74,27 @@ type Options struct {
 	// of this target below $CB_IMAGE_CACHE or DefaultCacheRoot.
 	CacheDir string
 	Logger   *slog.Logger
+	// Timeout bounds the whole build (DefaultTimeout when 0); a build
+	// that takes longer is killed and fails with ErrTimeout.
+	Timeout time.Duration
+	// Limits are the cgroup limits of each kiwi-ng call; zero fields set
+	// no limit.
+	Limits cgroup.Limits
+	// AllowRepositories are the repository URLs (prefixes) the
+	// description may name besides the runner's apt sources, as for
+	// buildroots (buildroot.CheckRepositories).
+	AllowRepositories []string
 
 	// Skip names top-level entries of Description that are not part of
 	// it (local build output next to the description).
 	Skip func(name string) bool
 }
+
+// DefaultTimeout bounds an image build when Options.Timeout is 0.
+const DefaultTimeout = 4 * time.Hour
+
+// ErrTimeout is the cause of a build that ran longer than its timeout.
+var ErrTimeout = errors.New("image build timed out")
 
 // Result is the outcome of an image build that ran.
 type Result struct {
@@ -132,6 +150,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, o.Timeout, fmt.Errorf("%w after %s", ErrTimeout, o.Timeout))
+	defer cancel()
 	// kiwi runs in the work directory; every path it gets is absolute.
 	var err error
 	if o.Description, err = filepath.Abs(o.Description); err != nil {
@@ -186,6 +209,7 @@ type build struct {
 	cache  string
 	gnupg  string // GNUPGHOME of kiwi's key import
 	env    []string
+	repos  []string // the description's repository and key URLs: kiwi's only way out
 }
 
 func (b *build) progress(format string, v ...any) {
@@ -231,7 +255,7 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 	argv = append(argv, args...)
 	b.progress("building the image root and image")
 	step := time.Now()
-	code, err := b.kiwi(ctx, b.log, argv)
+	code, err := b.kiwi(ctx, nil, b.repos, argv)
 	if err != nil {
 		res.ExitCode = -1
 		return res, err
@@ -241,6 +265,9 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 		res.ExitCode = code
 		return res, nil
 	}
+	for _, s := range confinedScripts(filepath.Join(b.work, "bin")) {
+		b.progress("ran confined by bubblewrap: %s", s)
+	}
 	b.progress("image built in %s", since(step))
 
 	if err := os.MkdirAll(filepath.Dir(b.t.Dir()), 0o755); err != nil {
@@ -248,7 +275,7 @@ func (b *build) run(ctx context.Context) (res *Result, err error) {
 	}
 	b.progress("bundling the image as rpm")
 	step = time.Now()
-	code, err = b.kiwi(ctx, b.log, []string{Kiwi, "result", "bundle",
+	code, err = b.kiwi(ctx, nil, []string{}, []string{Kiwi, "result", "bundle",
 		"--id", b.o.BundleID, "--target-dir", b.out, "--bundle-dir", b.t.Dir(), "--package-as-rpm"})
 	if err != nil {
 		res.ExitCode = -1
@@ -297,10 +324,37 @@ func (b *build) setup() error {
 		return fmt.Errorf("create build directory: %w", err)
 	}
 	b.gnupg = g
-	b.env = commandEnv(filepath.Join(b.work, "home"), b.gnupg)
+	bin := filepath.Join(b.work, "bin")
+	if err := installChroot(bin); err != nil {
+		return err
+	}
+	b.env = commandEnv(bin, filepath.Join(b.work, "home"), b.gnupg)
 	if err := copyDescription(b.o.Description, b.desc, b.o.Skip); err != nil {
 		return err
 	}
+	// The copy is checked, not the source: it is what kiwi reads, with
+	// the mirror substituted, and nobody else can change it any more.
+	repos, err := checkDescription(b.desc)
+	if err != nil {
+		b.progress("%v", err)
+		return err
+	}
+	// The packages of the repositories run their maintainer scripts as
+	// root in kiwi's chroot, outside the confinement of the description's
+	// own scripts: only repositories the runner trusts are allowed, as
+	// for buildroots.
+	allowed, err := mirror.Sources()
+	if err != nil {
+		return err
+	}
+	allowed = append(allowed, b.o.AllowRepositories...)
+	p := &buildroot.Profile{Repositories: repos}
+	if err := buildroot.CheckRepositories(p, allowed); err != nil {
+		err = fmt.Errorf("%w: %w", ErrRefused, err)
+		b.progress("%v", err)
+		return err
+	}
+	b.repos = buildroot.RepositoryURLs(p)
 	return nil
 }
 
@@ -318,9 +372,12 @@ func (b *build) global(system bool) []string {
 	return argv
 }
 
-func (b *build) kiwi(ctx context.Context, stdout io.Writer, argv []string) (int, error) {
-	fmt.Fprintf(b.log, "$ %s\n", proc.Quote(argv))
-	return run(ctx, b.env, b.work, stdout, b.log, argv...)
+// kiwi runs one kiwi-ng call with its standard output to stdout (nil:
+// the log, written through the same serialised writer as its standard
+// error and the proxy's notes); it may reach repos over the network
+// proxy and nothing else.
+func (b *build) kiwi(ctx context.Context, stdout io.Writer, repos []string, argv []string) (int, error) {
+	return run(ctx, runOptions{env: b.env, dir: b.work, stdout: stdout, log: b.log, repos: repos, limits: b.o.Limits}, argv...)
 }
 
 // solve writes the solver file from kiwi's package list. A failure to
@@ -336,7 +393,7 @@ func (b *build) solve(ctx context.Context) error {
 	b.progress("solving the image package list")
 	argv := append(b.global(false), "image", "info", "--description", b.desc, "--resolve-package-list")
 	var out bytes.Buffer
-	code, err := b.kiwi(ctx, &out, argv)
+	code, err := b.kiwi(ctx, &out, b.repos, argv)
 	if err != nil {
 		b.log.Write(out.Bytes())
 		return err

@@ -32,7 +32,7 @@ func needKiwi(t *testing.T) {
 		}
 		t.Skip("image builds need root")
 	}
-	for _, tool := range []string{Kiwi, "debootstrap", "rpm", "rpmbuild"} {
+	for _, tool := range []string{Kiwi, Bwrap, "debootstrap", "rpm", "rpmbuild"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if ci {
 				t.Fatalf("%s not installed, and CI=true", tool)
@@ -154,6 +154,7 @@ func TestBuildExample(t *testing.T) {
 		for _, want := range []string{
 			"[cb-image ", "solving the image package list",
 			"system build --description", "Creating XZ compressed tar archive",
+			"ran confined by bubblewrap: image/config.sh",
 			"result bundle --id 7f1c0d2e", "image build succeeded",
 		} {
 			if !strings.Contains(log.String(), want) {
@@ -258,7 +259,7 @@ func TestBuildCancel(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "context canceled") {
 			t.Errorf("Build after cancel = %v, want the cancel cause", err)
 		}
-	case <-time.After(killGrace + 30*time.Second):
+	case <-time.After(40 * time.Second):
 		t.Fatal("Build did not return after cancel")
 	}
 	assertClean(t, root, tgt)

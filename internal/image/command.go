@@ -8,14 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
-	"time"
 
-	"github.com/cloud-builder/cb/internal/proc"
+	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cgroup"
 )
-
-// killGrace is how long kiwi gets after SIGTERM to end before the whole
-// process group is killed.
-const killGrace = 10 * time.Second
 
 // proxyEnv are passed through to kiwi, which downloads packages.
 var proxyEnv = []string{"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
@@ -25,9 +21,12 @@ var proxyEnv = []string{"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "
 // GNUPGHOME point into the target's work directory because kiwi runs gpg
 // to import the repository keys and rpmbuild to bundle the image, and
 // neither may touch (or depend on) root's real home.
-func commandEnv(home, gnupg string) []string {
+//
+// bin goes first in PATH: it holds the chroot through which kiwi runs the
+// description's scripts confined (see installChroot).
+func commandEnv(bin, home, gnupg string) []string {
 	env := []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PATH=" + bin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"LC_ALL=C.UTF-8",
 		"LANG=C.UTF-8",
 		"DEBIAN_FRONTEND=noninteractive",
@@ -42,50 +41,57 @@ func commandEnv(home, gnupg string) []string {
 	return env
 }
 
-// run runs argv with stdout and stderr to the given writers. It returns
-// the exit code of a command that ran and ended on its own (a non-zero
-// code is not an error), and an error when the command could not start or
-// was cancelled through ctx.
+// run runs argv with stdout to stdout and stderr to log, through
+// buildroot.Exec, in namespaces and a cgroup of its own. It returns the
+// exit code of a command that ran and ended on its own (a non-zero code is
+// not an error), and an error when the command could not start or was
+// cancelled through ctx.
 //
-// The command gets its own process group, PID namespace and mount
-// namespace. kiwi bind-mounts /dev, /proc, /sys and its cache into the
-// image root: in a mount namespace of its own none of those mounts is ever
-// visible to the runner, and all of them vanish with the build, even when
-// kiwi is killed. kiwi is PID 1 of its PID namespace, so when it ends the
-// kernel kills whatever it left, including daemons that escaped the
-// process group with setsid (the gpg-agent its key import starts). On
-// cancel the group gets SIGTERM and, after killGrace, SIGKILL.
-func run(ctx context.Context, env []string, dir string, stdout, stderr io.Writer, argv ...string) (int, error) {
+// kiwi gets its own mount namespace: it bind-mounts /dev, /proc, /sys and
+// its cache into the image root, and none of those mounts is ever visible
+// to the runner; all of them vanish with the build, even when kiwi is
+// killed. kiwi is PID 1 of its PID namespace and runs in a cgroup with the
+// build's limits, so when it ends (or is cancelled) every process it left
+// is killed, daemons that escaped the process group with setsid (the
+// gpg-agent of its key import) included. Its network namespace has only
+// loopback, where an HTTP proxy forwards requests below repos and nothing
+// else: the broker, the collector and other services of the runner's
+// network are out of reach of everything kiwi runs. repos nil keeps the
+// host network (no caller does).
+func run(ctx context.Context, o runOptions, argv ...string) (int, error) {
 	if len(argv) == 0 {
 		return -1, errors.New("run: empty command")
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = env
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = namespaces()
-	proc.Group(cmd, killGrace)
-	err := cmd.Start()
-	if err != nil {
-		if errors.Is(err, syscall.EPERM) {
-			return -1, fmt.Errorf("start %s: %w (image builds need root)", argv[0], err)
-		}
-		return -1, fmt.Errorf("start %s: %w", argv[0], err)
+	eo := buildroot.ExecOptions{
+		Env: o.env, Dir: o.dir, PrivateMounts: true, Isolate: true,
+		Repositories: o.repos, Limits: o.limits, Stdout: o.stdout,
 	}
-	err = cmd.Wait()
-	_ = proc.KillGroup(cmd.Process.Pid, syscall.SIGKILL)
+	err := buildroot.Exec(ctx, o.log, eo, argv...)
+	if err == nil {
+		return 0, nil
+	}
 	if ctx.Err() != nil {
 		return -1, fmt.Errorf("%s: %w", argv[0], context.Cause(ctx))
 	}
 	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, nil
-	case errors.As(err, &exit):
+	if errors.As(err, &exit) {
 		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			return 128 + int(ws.Signal()), nil
 		}
 		return exit.ExitCode(), nil
 	}
-	return -1, fmt.Errorf("%s: %w", argv[0], err)
+	if errors.Is(err, syscall.EPERM) {
+		return -1, fmt.Errorf("start %s: %w (image builds need root)", argv[0], err)
+	}
+	return -1, err
+}
+
+// runOptions are how run runs one command.
+type runOptions struct {
+	env    []string
+	dir    string
+	stdout io.Writer // nil: the log (never the log itself: two unsynchronised writers)
+	log    io.Writer // the command line, stderr and the proxy's refusals
+	repos  []string  // the URLs the network proxy forwards
+	limits cgroup.Limits
 }

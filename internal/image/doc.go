@@ -10,7 +10,10 @@
 //
 // Nothing from the source repository reaches kiwi unchecked: profiles are
 // plain names, build_arguments pass the allow-list of ValidateBuildArgs,
-// the description's top-level files must be regular files, and kiwi runs
-// from argument vectors in its own process group and mount namespace, so
-// a cancelled build leaves neither processes nor mounts behind.
+// the description is copied beneath its root and its KIWI files pass the
+// allow-list of CheckDescription and the runner's repository allow-list,
+// its scripts run confined by bubblewrap (installChroot), and kiwi runs
+// from argument vectors in its own PID, mount and network namespaces and
+// cgroup, with a time limit, so a cancelled build leaves neither processes
+// nor mounts behind.
 package image

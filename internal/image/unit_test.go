@@ -108,6 +108,15 @@ func TestCopyDescription(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Links of the overlay are image paths: copied as links, never
+	// followed, however they resolve on the host.
+	if err := os.Symlink(".", filepath.Join(src, "root/s")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("s/s/../../../../../../../../etc/hostname", filepath.Join(src, "root/esc")); err != nil {
+		t.Fatal(err)
+	}
+
 	dst := filepath.Join(t.TempDir(), "copy")
 	if err := copyDescription(src, dst, func(n string) bool { return strings.HasPrefix(n, "x@") }); err != nil {
 		t.Fatal(err)
@@ -130,6 +139,9 @@ func TestCopyDescription(t *testing.T) {
 	}
 	if l, err := os.Readlink(filepath.Join(dst, "root/etc/localtime")); err != nil || l != "/usr/share/zoneinfo/UTC" {
 		t.Errorf("overlay symlink not copied as link: %q %v", l, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dst, "root/esc")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("overlay link root/esc not copied as link: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dst, "x@standard.x86_64.build.log")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("skipped entry was copied: %v", err)

@@ -53,6 +53,10 @@ func (r *runner) image(ctx context.Context) *message.Response {
 		BuildArgs:   spec.Selection.BuildArguments,
 		Log:         logf,
 		Logger:      r.logger,
+		Timeout:     r.cfg.BuildTimeout,
+		Limits:      r.cfg.Limits,
+
+		AllowRepositories: r.cfg.AllowRepositories,
 	})
 	r.note(func(e *journal.Entry) { e.Build = time.Since(start) })
 	r.save()
@@ -150,6 +154,10 @@ func Image(ctx context.Context, cfg Config, o ImageBuild) (target.Target, *image
 		Progress:    cfg.Progress,
 		CacheDir:    cfg.ImageCacheDir,
 		Logger:      logger,
+		Timeout:     cfg.BuildTimeout,
+		Limits:      cfg.Limits,
+
+		AllowRepositories: cfg.AllowRepositories,
 	})
 	if err != nil {
 		fmt.Fprintf(logf, "\nimage build failed: %v\n", err)

@@ -181,7 +181,11 @@ func LocalImage(ctx context.Context, cfg Config, o Local) (*image.Result, error)
 		Log:         io.MultiWriter(out, logf),
 		CacheDir:    cfg.ImageCacheDir,
 		Logger:      cfg.Logger,
+		Timeout:     cfg.BuildTimeout,
+		Limits:      cfg.Limits,
 		Skip:        func(name string) bool { return strings.HasPrefix(name, prefix) },
+
+		AllowRepositories: cfg.AllowRepositories,
 	})
 	if err != nil {
 		return res, fmt.Errorf("local image build: %w", err)

@@ -176,14 +176,26 @@ func DecodeMetadata(data []byte, dirName string) (*Metadata, error) {
 // The file comes from an untrusted git repository, where it may be a
 // symbolic link to a FIFO or device (opening or reading it would block the
 // service for good) or to a file elsewhere on the machine. So the file must
-// be a regular file and not a symbolic link.
+// be a regular file and not a symbolic link, and it is resolved beneath
+// dir (os.Root): a .cb that links out of the package is refused.
 func LoadMetadata(dir string) (*Metadata, error) {
 	p := filepath.Join(dir, MetadataFile)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	if fi, err := root.Lstat(MetadataFile); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return nil, fmt.Errorf("%s: is a symbolic link, want a regular file", p)
+	}
 	// O_NONBLOCK: opening a FIFO must not wait for a writer; it has no
 	// effect on regular files.
-	fh, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	fh, err := root.OpenFile(MetadataFile, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, fmt.Errorf("%s: is a symbolic link, want a regular file", p)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	if err != nil {
 		return nil, err

@@ -280,6 +280,21 @@ func TestLoadMetadataRefusesSpecialFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "symbolic link"},
+		{".cb linking out of the package", func(t *testing.T, file string) {
+			if err := os.Remove(filepath.Dir(file)); err != nil {
+				t.Fatal(err)
+			}
+			other := filepath.Join(t.TempDir(), ".cb")
+			if err := os.MkdirAll(other, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(other, "cloud_builder.yml"), []byte(packageMetadata), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(other, filepath.Dir(file)); err != nil {
+				t.Fatal(err)
+			}
+		}, "escapes"},
 		{"directory", func(t *testing.T, file string) {
 			if err := os.Mkdir(file, 0o755); err != nil {
 				t.Fatal(err)
