@@ -544,7 +544,7 @@ func TestRunnerDeathHandsAcceptedRequestsToSurvivor(t *testing.T) {
 	_ = b
 	died := time.Now()
 	a.die()
-	by := c.exactlyOneFinal(ids, 30*time.Second)
+	by := c.exactlyOneFinal(ids, 90*time.Second)
 	recovered := time.Since(died)
 	for id, host := range by {
 		if host != "runner-b" {
@@ -553,9 +553,10 @@ func TestRunnerDeathHandsAcceptedRequestsToSurvivor(t *testing.T) {
 	}
 	c.noOverlap()
 	c.committedAll()
-	// Session timeout + stuck timeout + a build; seconds, not the
-	// lifetime of the dead runner.
-	if limit := testSession + testStuck + 10*time.Second; recovered > limit {
+	// Session timeout + stuck timeout + a build: about ten seconds, and
+	// at most a minute on a loaded machine; never the hour the dead
+	// runner's builds would take.
+	if limit := time.Minute; recovered > limit {
 		t.Errorf("recovered after %s, want under %s", recovered, limit)
 	}
 	t.Logf("all requests of the dead runner answered %s after its death", recovered.Round(100*time.Millisecond))
