@@ -1,5 +1,7 @@
 package broker
 
+import "context"
+
 // Header is a Kafka record header.
 type Header struct {
 	Key   string
@@ -27,4 +29,29 @@ func (r Record) Header(key string) string {
 		}
 	}
 	return ""
+}
+
+// HeaderPublisher publishes records with headers; *Client is one.
+type HeaderPublisher interface {
+	PublishHeaders(ctx context.Context, topic string, value []byte, headers []Header) error
+}
+
+// WithHeaders returns a publisher that sends every record with headers.
+// A p that cannot send headers is returned unchanged: headers only carry
+// extensions, never what a message needs.
+func WithHeaders(p Publisher, headers ...Header) Publisher {
+	hp, ok := p.(HeaderPublisher)
+	if !ok || len(headers) == 0 {
+		return p
+	}
+	return headerPublisher{hp, headers}
+}
+
+type headerPublisher struct {
+	p       HeaderPublisher
+	headers []Header
+}
+
+func (h headerPublisher) Publish(ctx context.Context, topic string, value []byte) error {
+	return h.p.PublishHeaders(ctx, topic, value, h.headers)
 }

@@ -257,15 +257,5 @@ func (f *runnerFlags) responsePublisher(client *broker.Client, cfg *config.Broke
 	if err != nil {
 		return client
 	}
-	return headerPublisher{client, []broker.Header{{Key: broker.HeaderArtifactURL, Value: artifact.TargetURL(base, t)}}}
-}
-
-// headerPublisher publishes every record with headers.
-type headerPublisher struct {
-	c       *broker.Client
-	headers []broker.Header
-}
-
-func (p headerPublisher) Publish(ctx context.Context, topic string, value []byte) error {
-	return p.c.PublishHeaders(ctx, topic, value, p.headers)
+	return broker.WithHeaders(client, broker.Header{Key: broker.HeaderArtifactURL, Value: artifact.TargetURL(base, t)})
 }

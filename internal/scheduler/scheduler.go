@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/artifact"
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/journal"
@@ -908,7 +909,13 @@ func (s *Scheduler) resend(ctx context.Context, e *journal.Entry, t target.Targe
 		s.abandon(ctx, e, "result file lost: "+err.Error())
 		return
 	}
-	if err := e.Respond(ctx, s.cfg.Publisher, data, s.logger.With("request_id", e.Request.RequestID)); err != nil {
+	// As the job would have: the response names this runner's artifact
+	// endpoint for the target, where cb-depsolver reads the solver file.
+	pub := s.cfg.Publisher
+	if s.cfg.ArtifactURL != "" {
+		pub = broker.WithHeaders(pub, broker.Header{Key: broker.HeaderArtifactURL, Value: artifact.TargetURL(s.cfg.ArtifactURL, t)})
+	}
+	if err := e.Respond(ctx, pub, data, s.logger.With("request_id", e.Request.RequestID)); err != nil {
 		s.logger.Warn("final response not sent; trying again", "request_id", e.Request.RequestID, "err", err)
 		s.retryLater(e, t)
 		return

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/artifact"
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
@@ -77,6 +78,11 @@ type rig struct {
 	limit    int
 	resp     *broker.Consumer
 	received []*message.Response
+	// artifactURL is the scheduler's ArtifactURL; artifactHeaders the
+	// cb-artifact-url header of each response received, by request id
+	// and code.
+	artifactURL     string
+	artifactHeaders map[string]string
 }
 
 const testGroup = "suse"
@@ -125,7 +131,7 @@ func (r *rig) start() (stop func()) {
 	}
 	s, err := New(Config{RunnerGroup: testGroup, RunnerRoot: r.root, Sources: r.sources, ThisHost: "runner-1",
 		HostArch: "x86_64", BuildLimit: r.limit, PollTimeout: 200 * time.Millisecond, JobCommand: []string{r.script},
-		Consumer: consumer, Publisher: r.client, Logger: quietLogger(), StopGrace: 2 * time.Second})
+		Consumer: consumer, Publisher: r.client, Logger: quietLogger(), StopGrace: 2 * time.Second, ArtifactURL: r.artifactURL})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -239,6 +245,10 @@ func (r *rig) expect(id string, code message.ResponseCode) *message.Response {
 				r.t.Fatalf("undecodable response %q: %v", rec.Value, err)
 			}
 			r.received = append(r.received, m)
+			if r.artifactHeaders == nil {
+				r.artifactHeaders = map[string]string{}
+			}
+			r.artifactHeaders[m.RequestID+"/"+string(m.ResponseCode)] = rec.Header(broker.HeaderArtifactURL)
 		}
 	}
 }
@@ -576,11 +586,20 @@ func TestAbandonKeepsReasonWhenPublishFails(t *testing.T) {
 		t.Fatalf("entry after a failed publish: %s, want finished", got.State)
 	}
 
-	// Recovery with the broker back sends the original reason.
+	// Recovery with the broker back sends the original reason, and names
+	// the runner's artifact endpoint for the target as the job would.
+	r.artifactURL = "http://10.1.2.3:8081"
 	r.start()
 	final := r.expect("r-lost", message.PackageBuildFailed)
 	if !strings.Contains(final.Message, "the build job died 3 times") {
 		t.Errorf("recovered final response %q lost the reason", final.Message)
+	}
+	tg, err := target.ForRequest(r.root, &e.Request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.artifactHeaders["r-lost/"+string(message.PackageBuildFailed)], artifact.TargetURL(r.artifactURL, tg); got != want {
+		t.Errorf("recovered final response has %s %q, want %q", broker.HeaderArtifactURL, got, want)
 	}
 	r.waitState("r-lost", journal.Responded)
 	if n := r.starts("r-lost"); n != 0 {
