@@ -87,6 +87,14 @@ func TestFaultSuite(t *testing.T) {
 	cfg := loadFaultConfig(t)
 	t.Logf("fault suite: %d requests, cut %s, build sleep %ds, %d random kills each, seed %d", cfg.requests, cfg.cut, cfg.buildSleep, cfg.kills, cfg.seed)
 	fs := newFaultSystem(t, cfg)
+	t.Cleanup(func() {
+		if t.Failed() {
+			// What happened when, for a failure far into the suite.
+			fs.mu.Lock()
+			t.Logf("events:\n    %s", strings.Join(fs.events, "\n    "))
+			fs.mu.Unlock()
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go fs.sampleJobs(ctx)
@@ -139,16 +147,18 @@ func TestFaultSuite(t *testing.T) {
 	fs.waitHeartbeat(2, healed)
 	recovery[fmt.Sprintf("runner 2 cut off %s, heartbeats back after healing", cfg.cut)] = time.Since(healed)
 
-	// 4. Runner 3 killed for good while it builds.
+	// 4. A runner killed for good while it builds: the first one seen
+	// building after a new round of requests.
 	send(round)
-	fs.waitRunningOn(3)
-	orphans := fs.unansweredOf("runner3")
+	victim := fs.waitRunningOnAny()
+	victimHost := fmt.Sprintf("runner%d", victim)
+	orphans := fs.unansweredOf(victimHost)
 	start = time.Now()
-	fs.killRunnerForGood(3)
-	fs.waitAcceptedElsewhere(orphans, "runner3", 5*time.Minute)
-	recovery[fmt.Sprintf("runner 3 killed for good: its %d unanswered requests accepted by a survivor", len(orphans))] = time.Since(start)
+	fs.killRunnerForGood(victim)
+	fs.waitAcceptedElsewhere(orphans, victimHost, 5*time.Minute)
+	recovery[fmt.Sprintf("runner %d killed for good: its %d unanswered requests accepted by a survivor", victim, len(orphans))] = time.Since(start)
 	fs.waitFinals(orphans, 10*time.Minute)
-	recovery[fmt.Sprintf("runner 3 killed for good: its %d unanswered requests answered by a survivor", len(orphans))] = time.Since(start)
+	recovery[fmt.Sprintf("runner %d killed for good: its %d unanswered requests answered by a survivor", victim, len(orphans))] = time.Since(start)
 
 	// 5. More kills, then a broker crash (kill -9).
 	for k := 0; k < cfg.kills; k++ {
@@ -313,14 +323,17 @@ func (fs *faultSystem) event(format string, args ...any) {
 	fs.events = append(fs.events, time.Now().Format("15:04:05.0")+" "+fmt.Sprintf(format, args...))
 }
 
-// startIn runs bin/<prog> inside network namespace ns.
+// startIn runs bin/<prog> inside network namespace ns. nsenter enters
+// only the network namespace; "ip netns exec" would also mount a new
+// /sys, without the cgroup file systems below it, and every build would
+// fail at once for want of a cgroup to limit it.
 func startIn(t *testing.T, env []string, ns, prog string, args ...string) *proc {
 	t.Helper()
-	ip, err := exec.LookPath("ip")
+	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startPath(t, env, ip, append([]string{"netns", "exec", ns, filepath.Join(bin, prog)}, args...)...)
+	return startPath(t, env, nsenter, append([]string{"--net=/run/netns/" + ns, "--", filepath.Join(bin, prog)}, args...)...)
 }
 
 func (fs *faultSystem) startBroker() {
@@ -514,6 +527,22 @@ func (fs *faultSystem) waitRunning(n int) {
 		}
 		return total >= n
 	})
+}
+
+// waitRunningOnAny returns a live runner with a running build.
+func (fs *faultSystem) waitRunningOnAny() int {
+	fs.t.Helper()
+	found := 0
+	waitFor(fs.t, 5*time.Minute, "a build on any runner", func() bool {
+		for i := 1; i <= 3; i++ {
+			if !fs.dead[i] && len(fs.jobPIDs(i)) > 0 {
+				found = i
+				return true
+			}
+		}
+		return false
+	})
+	return found
 }
 
 func (fs *faultSystem) waitRunningOn(i int) {

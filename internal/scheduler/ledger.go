@@ -36,14 +36,9 @@ type Ledger struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	finals   map[string]struct{}
-	activity map[string]activity
-	seen     map[string]map[int32]int64 // next offset to read, per topic and partition
-	err      error                      // last poll error, for Sync to report
-}
-
-type activity struct {
-	host string
-	at   time.Time
+	activity map[string]map[string]time.Time // request -> host -> last said it works on it
+	seen     map[string]map[int32]int64      // next offset to read, per topic and partition
+	err      error                           // last poll error, for Sync to report
 }
 
 // NewLedger returns a ledger reading r, which starts at records published
@@ -53,7 +48,7 @@ func NewLedger(r Reader, since time.Time, self string, logger *slog.Logger) *Led
 		logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Ledger{r: r, self: self, since: since, logger: logger,
-		finals: map[string]struct{}{}, activity: map[string]activity{}, seen: map[string]map[int32]int64{}}
+		finals: map[string]struct{}{}, activity: map[string]map[string]time.Time{}, seen: map[string]map[int32]int64{}}
 	l.cond = sync.NewCond(&l.mu)
 	return l
 }
@@ -124,10 +119,14 @@ func (l *Ledger) note(id, host string, at time.Time) {
 	if _, done := l.finals[id]; done || host == "" {
 		return
 	}
-	if a, ok := l.activity[id]; ok && a.at.After(at) {
-		return
+	hosts := l.activity[id]
+	if hosts == nil {
+		hosts = map[string]time.Time{}
+		l.activity[id] = hosts
 	}
-	l.activity[id] = activity{host: host, at: at}
+	if prev, ok := hosts[host]; !ok || at.After(prev) {
+		hosts[host] = at
+	}
 }
 
 // Sync waits until the ledger has read everything published before the
@@ -198,15 +197,23 @@ func (l *Ledger) Final(id string) bool {
 	return ok
 }
 
-// Elsewhere returns the runner other than this one that last said, within
-// the last d, that it works on the request.
+// Elsewhere returns the runner other than this one that last said that it
+// works on the request, how long ago, and whether that was within d.
 func (l *Ledger) Elsewhere(id string, d time.Duration) (host string, since time.Duration, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	a, found := l.activity[id]
-	if !found || a.host == l.self {
+	// Every other runner counts, not only the last one heard: this
+	// runner's own heartbeats (also ones sent late, after a cut-off
+	// network healed) must not hide another runner's recent work.
+	var last time.Time
+	for h, at := range l.activity[id] {
+		if h != l.self && at.After(last) {
+			host, last = h, at
+		}
+	}
+	if host == "" {
 		return "", 0, false
 	}
-	age := time.Since(a.at)
-	return a.host, age, age <= d
+	age := time.Since(last)
+	return host, age, age <= d
 }
