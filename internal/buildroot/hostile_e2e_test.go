@@ -2,16 +2,12 @@ package buildroot_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -19,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/buildroot"
-	"github.com/cloud-builder/cb/internal/repo"
 )
 
 // hostilePostinst runs as a maintainer script while the native backend
@@ -73,59 +68,11 @@ func TestPrepareHostileMaintainerScript(t *testing.T) {
 	fhost, fport, _ := net.SplitHostPort(forbidden.Listener.Addr().String())
 
 	// The project repository, signed as the collector signs it, holding
-	// the hostile package.
-	s, err := repo.NewSigner(ctx, filepath.Join(t.TempDir(), "gnupg"), "", slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	collector := t.TempDir()
-	if err := s.ExportPublicKey(ctx, collector); err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Open(collector, "projects/T/bookworm")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// the hostile package, and a package whose buildroot needs it.
 	script := strings.NewReplacer("@FORBIDDEN@", forbidden.Listener.Addr().String(),
 		"@FORBIDDEN_HOST@", fhost, "@FORBIDDEN_PORT@", fport, "@RUNNER_PID@", strconv.Itoa(os.Getpid())).Replace(hostilePostinst)
-	deb := hostileDeb(t, script)
-	data, err := os.ReadFile(deb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(data)
-	f := repo.File{Name: "all/" + filepath.Base(deb), Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
-	if _, err := r.Install(repo.Deb, repo.Build{Project: "projects/T/cb-hostile", Name: "cb-hostile", Arch: "x86_64",
-		RequestID: "hostile", Files: []repo.File{f}}, map[string]string{f.Name: deb}); err != nil {
-		t.Fatal(err)
-	}
-	if err := (&repo.Publisher{Signer: s}).Publish(ctx, r); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(http.FileServer(http.Dir(collector)))
-	defer srv.Close()
-
-	// A package whose buildroot needs the hostile package.
-	pkgDir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(pkgDir, ".cb"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	desc, err := os.ReadFile(filepath.Join(debianExample, ".cb", "build_root.kiwi"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	image := regexp.MustCompile(`(?s)<packages type="image">.*?</packages>`).
-		ReplaceAllString(string(desc), `<packages type="image"><package name="cb-hostile"/></packages>`)
-	for name, content := range map[string]string{
-		".cb/build_root.kiwi": image,
-		"debian/control":      "Source: cb-victim\nBuild-Depends: cb-hostile\n\nPackage: cb-victim\nArchitecture: any\nDescription: x\n x\n",
-	} {
-		os.MkdirAll(filepath.Dir(filepath.Join(pkgDir, name)), 0o755)
-		if err := os.WriteFile(filepath.Join(pkgDir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pr := serveProjectRepo(t, ctx, projectDeb(t, "cb-hostile", "1.0", "perl-base, bash", script), "cb-hostile")
+	pkgDir := dependentPackage(t, "cb-victim", "cb-hostile", "cb-hostile")
 
 	root := t.TempDir()
 	tg := newTarget(t, root, "projects/T/cb-victim")
@@ -135,10 +82,10 @@ func TestPrepareHostileMaintainerScript(t *testing.T) {
 		Backend:         buildroot.BackendNative,
 		Log:             &log,
 		Logger:          slog.New(slog.NewTextHandler(&log, nil)),
-		ProjectRepos:    &buildroot.ProjectRepos{URL: srv.URL, KeyFile: filepath.Join(collector, repo.PublicKeyBinary)},
+		ProjectRepos:    pr,
 		NoDownloadCache: true,
 	}
-	_, err = buildroot.Prepare(ctx, opts, pkgDir, tg)
+	_, err := buildroot.Prepare(ctx, opts, pkgDir, tg)
 	out := log.String()
 	if err == nil {
 		t.Fatalf("prepare with a failing maintainer script succeeded:\n%s", out)
@@ -174,29 +121,6 @@ func TestPrepareHostileMaintainerScript(t *testing.T) {
 	if pids := processesWith("86399"); len(pids) > 0 {
 		t.Errorf("the maintainer script's daemon outlived the prepare: pids %v", pids)
 	}
-}
-
-// hostileDeb builds an architecture-independent package with the given
-// postinst.
-func hostileDeb(t *testing.T, postinst string) string {
-	t.Helper()
-	tree := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(tree, "DEBIAN"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	control := "Package: cb-hostile\nVersion: 1.0\nArchitecture: all\nMaintainer: Test <test@example.org>\n" +
-		"Depends: perl-base, bash\nDescription: attacks the runner from its maintainer script\n x\n"
-	if err := os.WriteFile(filepath.Join(tree, "DEBIAN", "control"), []byte(control), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(tree, "DEBIAN", "postinst"), []byte(postinst), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "cb-hostile_1.0_all.deb")
-	if b, err := exec.Command("dpkg-deb", "--root-owner-group", "-Zgzip", "--build", tree, out).CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-deb: %v\n%s", err, b)
-	}
-	return out
 }
 
 func grepLines(s, substr string) string {

@@ -44,8 +44,14 @@ func ownByRange(dir string, ids sandbox.IDMap) error {
 	if err := sandbox.ShiftOwner(dir, ids); err != nil {
 		return err
 	}
-	if err := unix.Setxattr(dir, idsXattr, []byte(want), 0); err != nil {
-		return fmt.Errorf("mark %s as shifted: %w", dir, err)
+	return markRange(dir, ids)
+}
+
+// markRange records that the root dir belongs to the id range: after a
+// shift, or when a backend created it as the range (no walk needed).
+func markRange(dir string, ids sandbox.IDMap) error {
+	if err := unix.Setxattr(dir, idsXattr, []byte(rangeString(ids)), 0); err != nil {
+		return fmt.Errorf("mark %s as owned by id range: %w", dir, err)
 	}
 	return nil
 }

@@ -240,6 +240,8 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 				}
 				if r, ok := backend.(InRange); ok && r.CreatesInRange() && req.IDs.Count != 0 {
 					step("root created as the build's id range %s", rangeString(req.IDs))
+					// Already the range's: ownByRange need not walk it.
+					return markRange(dir, req.IDs)
 				}
 				return nil
 			})
