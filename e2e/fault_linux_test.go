@@ -55,8 +55,13 @@ func loadFaultConfig(t *testing.T) faultConfig {
 
 // Runner timing in the suite: the real defaults scaled down, in the order
 // the scheduler checks (fence + heartbeat <= stuck).
-var faultRunnerFlags = []string{"--heartbeat-interval", "2s", "--fence-after", "8s", "--stuck-timeout", "12s",
+var faultRunnerFlags = []string{"--heartbeat-interval", "2s", "--fence-after", "8s", "--stuck-timeout", faultStuck.String(),
 	"--session-timeout", "6s", "--build-limit", "2", "--poll-timeout", "1000"}
+
+// faultStuck is the suite's stuck timeout: the earliest a survivor may
+// build a request whose runner stopped naming it in heartbeats. A cut-off
+// runner's fence must have stopped its builds by then.
+const faultStuck = 12 * time.Second
 
 // faultSystem is the suite's cluster: broker and collector in the hub
 // namespace, three runners in namespaces of their own.
@@ -80,20 +85,11 @@ type faultSystem struct {
 	records []*message.Response // every record of cb-response, in order
 	hbSeen  map[string]time.Time
 	events  []string
-	jobs    map[string]map[string][2]time.Time // request id → runner → first and last seen alive
+	jobs    map[string]map[string][]jobSpan // request id → runner → spans seen building
 }
 
 func TestFaultSuite(t *testing.T) {
 	needRoot(t, "mmdebstrap", "dpkg-deb", "gpg", "ip", "nsenter")
-	if os.Getenv("CB_FAULT_SUITE") != "run" {
-		// Known open defect, found by this suite once its builds ran
-		// for real: a runner cut off from the broker for longer than the
-		// fence time keeps building the requests another runner has
-		// taken over (its jobs do not stop at the fence), and the suite
-		// rightly fails with "built by two runners at once". Until that
-		// is fixed the suite runs on request (scripts/soak sets it).
-		t.Skip("the fence does not stop a cut-off runner's builds (known defect); CB_FAULT_SUITE=run runs the suite")
-	}
 	cfg := loadFaultConfig(t)
 	t.Logf("fault suite: %d requests, cut %s, build sleep %ds, %d random kills each, seed %d", cfg.requests, cfg.cut, cfg.buildSleep, cfg.kills, cfg.seed)
 	fs := newFaultSystem(t, cfg)
@@ -103,6 +99,7 @@ func TestFaultSuite(t *testing.T) {
 			fs.mu.Lock()
 			t.Logf("events:\n    %s", strings.Join(fs.events, "\n    "))
 			fs.mu.Unlock()
+			fs.keepLogs()
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -150,7 +147,19 @@ func TestFaultSuite(t *testing.T) {
 	fs.waitRunningOn(2)
 	fs.event("cut runner 2 for %s", cfg.cut)
 	fs.net.cut(2)
-	time.Sleep(cfg.cut)
+	cutAt := time.Now()
+	if cfg.cut > faultStuck+2*time.Second {
+		// The fence itself: the builds of runner 2 that were running when
+		// its heartbeats stopped must be over before a survivor may take
+		// their requests over.
+		time.Sleep(faultStuck)
+		if building := fs.buildingOn(2); len(building) > 0 {
+			t.Errorf("runner 2 still builds %v %s after it was cut off from the broker: the fence did not stop it before a survivor may take over", building, faultStuck)
+		} else {
+			fs.event("runner 2 builds nothing %s after the cut", faultStuck)
+		}
+	}
+	time.Sleep(time.Until(cutAt.Add(cfg.cut)))
 	fs.net.heal(2)
 	healed := time.Now()
 	fs.event("healed runner 2")
@@ -187,7 +196,7 @@ func TestFaultSuite(t *testing.T) {
 	fs.waitFinals(ids, 20*time.Minute)
 	time.Sleep(20 * time.Second) // a duplicate would come within the stuck timeout
 	cancel()
-	finals, succeeded := fs.countFinals(ids)
+	finals, succeeded, failed := fs.countFinals(ids)
 	var bad []string
 	for _, id := range ids {
 		if finals[id] != 1 {
@@ -218,6 +227,9 @@ func TestFaultSuite(t *testing.T) {
 	for _, n := range names {
 		fmt.Fprintf(&b, "  recovery: %-70s %s\n", n, recovery[n].Round(100*time.Millisecond))
 	}
+	for _, f := range failed {
+		fmt.Fprintf(&b, "  failed: %s\n", f)
+	}
 	b.WriteString("  events:\n")
 	fs.mu.Lock()
 	for _, e := range fs.events {
@@ -238,7 +250,7 @@ func sum(m map[string]int) int {
 func newFaultSystem(t *testing.T, cfg faultConfig) *faultSystem {
 	t.Helper()
 	fs := &faultSystem{t: t, dir: t.TempDir(), dead: map[int]bool{}, rng: rand.New(rand.NewPCG(cfg.seed, 17)),
-		hbSeen: map[string]time.Time{}, jobs: map[string]map[string][2]time.Time{}}
+		hbSeen: map[string]time.Time{}, jobs: map[string]map[string][]jobSpan{}}
 	fs.net = newTestNet(t, 3)
 	fs.brokerAddr = fs.net.hubHostPort(9092)
 	fs.dataDir = filepath.Join(fs.dir, "broker")
@@ -373,6 +385,47 @@ func (fs *faultSystem) startRunner(i int) {
 		"--runner-group", "debian", "--this-host", fmt.Sprintf("runner%d", i), "--cache-dir", cacheDir()}, faultRunnerFlags...)
 	fs.runners[i] = startIn(fs.t, fs.env, fs.net.member(i), "cb-scheduler", args...)
 	fs.event("runner %d scheduler started", i)
+}
+
+// keepLogs copies the schedulers' logs and every job's logs and journal
+// entry out of the test's directory, which is removed, so that a failure
+// far into the suite can be read afterwards.
+func (fs *faultSystem) keepLogs() {
+	keep, err := os.MkdirTemp("", "cb-fault-logs-")
+	if err != nil {
+		fs.t.Log(err)
+		return
+	}
+	for i := 1; i <= 3; i++ {
+		dst := filepath.Join(keep, fmt.Sprintf("runner%d", i))
+		if fs.runners[i] != nil {
+			_ = os.MkdirAll(dst, 0o755)
+			_ = os.WriteFile(filepath.Join(dst, "scheduler.log"), []byte(fs.runners[i].log.String()), 0o644)
+		}
+		root := fs.runnerRoot(i)
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if d.IsDir() && strings.Count(strings.TrimPrefix(p, root), "/") > 3 {
+				return filepath.SkipDir
+			}
+			if d.IsDir() || !(strings.HasSuffix(p, ".log") || strings.HasSuffix(p, ".yml")) {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil
+			}
+			out := filepath.Join(dst, strings.ReplaceAll(strings.TrimPrefix(p, root+"/"), "/", "_"))
+			_ = os.WriteFile(out, b, 0o644)
+			return nil
+		})
+	}
+	if fs.broker != nil {
+		_ = os.WriteFile(filepath.Join(keep, "broker.log"), []byte(fs.broker.log.String()), 0o644)
+	}
+	fs.t.Logf("logs kept in %s", keep)
 }
 
 func (fs *faultSystem) kill9Scheduler(i int) {
@@ -560,6 +613,22 @@ func (fs *faultSystem) waitRunningOn(i int) {
 	waitFor(fs.t, 5*time.Minute, fmt.Sprintf("a build on runner %d", i), func() bool { return len(fs.jobPIDs(i)) > 0 })
 }
 
+// buildingOn returns the requests whose job on runner i is alive with its
+// journal entry "running".
+func (fs *faultSystem) buildingOn(i int) []string {
+	var out []string
+	for id := range fs.jobPIDs(i) {
+		entry, err := os.ReadFile(filepath.Join(fs.runnerRoot(i), "journal", id+".yml"))
+		if err == nil && journalRunning.Match(entry) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+var journalRunning = regexp.MustCompile(`(?m)^state: running$`)
+
 // unansweredOf returns the requests host accepted that have no final
 // response yet.
 func (fs *faultSystem) unansweredOf(host string) []string {
@@ -634,7 +703,7 @@ func (fs *faultSystem) movedRequests(ids []string) int {
 func (fs *faultSystem) waitFinals(ids []string, timeout time.Duration) {
 	fs.t.Helper()
 	waitFor(fs.t, timeout, fmt.Sprintf("final responses of %d requests", len(ids)), func() bool {
-		c, _ := fs.countFinals(ids)
+		c, _, _ := fs.countFinals(ids)
 		for _, id := range ids {
 			if c[id] == 0 {
 				return false
@@ -646,7 +715,7 @@ func (fs *faultSystem) waitFinals(ids []string, timeout time.Duration) {
 
 // countFinals counts final responses per request and lists the packages
 // whose build succeeded.
-func (fs *faultSystem) countFinals(ids []string) (map[string]int, []string) {
+func (fs *faultSystem) countFinals(ids []string) (counts map[string]int, succeeded, failed []string) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	want := map[string]bool{}
@@ -660,38 +729,53 @@ func (fs *faultSystem) countFinals(ids []string) (map[string]int, []string) {
 			c[r.RequestID]++
 			if r.ResponseCode == message.PackageBuildSucceeded {
 				ok = append(ok, filepath.Base(r.Project))
+			} else {
+				failed = append(failed, fmt.Sprintf("%s (%s by %s): %s", filepath.Base(r.Project), r.ResponseCode, r.Identity, r.Message))
 			}
 		}
 	}
-	return c, ok
+	return c, ok, failed
 }
 
 // sampleJobs records, every 200ms, which runner builds which request: a
 // live job whose journal entry is running. A job that released its
 // request (fenced) or recorded its final response may still be ending
 // (its broker client closing); it builds nothing any more.
+// jobSpan is one stretch of samples in which a runner's job of a request
+// was alive with its journal entry "running": first and last sample seen,
+// and the sample number of the last one.
+type jobSpan struct {
+	first, last time.Time
+	pid         int
+	sample      int
+}
+
 func (fs *faultSystem) sampleJobs(ctx context.Context) {
-	for ctx.Err() == nil {
+	for n := 1; ctx.Err() == nil; n++ {
 		now := time.Now()
 		for i := 1; i <= 3; i++ {
-			for id := range fs.jobPIDs(i) {
+			for id, pid := range fs.jobPIDs(i) {
 				entry, err := os.ReadFile(filepath.Join(fs.runnerRoot(i), "journal", id+".yml"))
-				if err != nil || !regexp.MustCompile(`(?m)^state: running$`).Match(entry) {
+				if err != nil || !journalRunning.Match(entry) {
 					continue
 				}
 				fs.mu.Lock()
 				m := fs.jobs[id]
 				if m == nil {
-					m = map[string][2]time.Time{}
+					m = map[string][]jobSpan{}
 					fs.jobs[id] = m
 				}
 				host := fmt.Sprintf("runner%d", i)
-				span, seen := m[host]
-				if !seen {
-					span[0] = now
+				spans := m[host]
+				// A span goes on only if the same job was seen in the
+				// sample before: a job that ended and a later one of the
+				// same request on the same runner are two spans, not one.
+				if k := len(spans) - 1; k >= 0 && spans[k].pid == pid && spans[k].sample == n-1 {
+					spans[k].last, spans[k].sample = now, n
+				} else {
+					spans = append(spans, jobSpan{first: now, last: now, pid: pid, sample: n})
 				}
-				span[1] = now
-				m[host] = span
+				m[host] = spans
 				fs.mu.Unlock()
 			}
 		}
@@ -699,7 +783,7 @@ func (fs *faultSystem) sampleJobs(ctx context.Context) {
 	}
 }
 
-// overlaps lists requests whose jobs were seen alive on two runners at
+// overlaps lists requests whose jobs were seen building on two runners at
 // the same time.
 func (fs *faultSystem) overlaps() []string {
 	fs.mu.Lock()
@@ -713,10 +797,14 @@ func (fs *faultSystem) overlaps() []string {
 		sort.Strings(hosts)
 		for a := 0; a < len(hosts); a++ {
 			for b := a + 1; b < len(hosts); b++ {
-				x, y := m[hosts[a]], m[hosts[b]]
-				if !x[0].After(y[1]) && !y[0].After(x[1]) {
-					out = append(out, fmt.Sprintf("%s on %s %s–%s and %s %s–%s", id, hosts[a], x[0].Format("15:04:05.0"), x[1].Format("15:04:05.0"),
-						hosts[b], y[0].Format("15:04:05.0"), y[1].Format("15:04:05.0")))
+				for _, x := range m[hosts[a]] {
+					for _, y := range m[hosts[b]] {
+						if !x.first.After(y.last) && !y.first.After(x.last) {
+							out = append(out, fmt.Sprintf("%s on %s %s–%s (pid %d) and %s %s–%s (pid %d)", id,
+								hosts[a], x.first.Format("15:04:05.0"), x.last.Format("15:04:05.0"), x.pid,
+								hosts[b], y.first.Format("15:04:05.0"), y.last.Format("15:04:05.0"), y.pid))
+						}
+					}
 				}
 			}
 		}

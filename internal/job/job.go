@@ -95,7 +95,9 @@ type Config struct {
 
 // ErrFenced is the cause of a job stopped because its runner lost contact
 // with the broker for longer than the fence time.
-var ErrFenced = errors.New("runner lost contact with the broker for longer than the fence time")
+// It wraps sandbox.ErrAbandoned: the build is killed at once, with no
+// grace, since another runner may take the request over.
+var ErrFenced = fmt.Errorf("%w: runner lost contact with the broker for longer than the fence time", sandbox.ErrAbandoned)
 
 // DefaultBuildTimeout bounds one build step.
 const DefaultBuildTimeout = 4 * time.Hour

@@ -105,7 +105,13 @@ func Run(ctx context.Context, s Spec) (code int, err error) {
 	// SIGTERM reaches the init process, which forwards it to every
 	// process of the sandbox; WaitDelay later kills the init process, and
 	// with it the whole PID namespace.
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	// Abandoned work gets no grace.
+	cmd.Cancel = func() error {
+		if errors.Is(context.Cause(ctx), ErrAbandoned) {
+			return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	}
 	cmd.WaitDelay = grace
 
 	startErr := cmd.Start()

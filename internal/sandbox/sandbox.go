@@ -160,6 +160,12 @@ var DiskPollInterval = time.Second
 // before the whole sandbox is killed.
 const DefaultKillGrace = 10 * time.Second
 
+// ErrAbandoned, as (or wrapped in) the cause of a cancelled context, ends
+// the sandbox with SIGKILL at once instead of SIGTERM and KillGrace:
+// nobody wants the result of its work any more, and another machine may
+// already be doing it again (a fenced runner).
+var ErrAbandoned = errors.New("work abandoned")
+
 // ErrTimeout is returned (wrapped) by Run when the command was killed
 // because Spec.Timeout expired.
 var ErrTimeout = errors.New("sandbox timeout")

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -400,6 +401,30 @@ func TestRunTimeout(t *testing.T) {
 			}
 		})
 	}
+	t.Run("abandoned work gets no grace", func(t *testing.T) {
+		// A TERM trap would print and the grace would hold Run for 30s;
+		// abandoned work is killed at once instead.
+		ctx, cancel := context.WithCancelCause(context.Background())
+		s := overlaySpec(t, lower, "sh", "-c", fmt.Sprintf("trap 'echo got TERM' TERM; echo ready; sleep %s & wait; sleep %[1]s", uniqueSleep()))
+		s.KillGrace = 30 * time.Second
+		out := &readyWriter{ready: make(chan struct{})}
+		s.Stdout, s.Stderr = out, out
+		go func() {
+			<-out.ready // the trap is set
+			cancel(fmt.Errorf("fenced: %w", ErrAbandoned))
+		}()
+		start := time.Now()
+		_, err := Run(ctx, s)
+		if !errors.Is(err, ErrAbandoned) {
+			t.Fatalf("err %v, want the abandoned cause", err)
+		}
+		if took := time.Since(start); took >= s.KillGrace {
+			t.Errorf("took %s: the grace was waited for", took)
+		}
+		if strings.Contains(out.String(), "got TERM") {
+			t.Errorf("abandoned work got SIGTERM instead of SIGKILL: %s", out.String())
+		}
+	})
 	t.Run("context cancel", func(t *testing.T) {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		s := overlaySpec(t, lower, "sleep", uniqueSleep())
@@ -525,4 +550,28 @@ func BenchmarkRun(b *testing.B) {
 			b.Fatalf("code %d err %v", code, err)
 		}
 	}
+}
+
+// readyWriter collects output and closes ready at the first "ready" line.
+type readyWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	ready chan struct{}
+	once  sync.Once
+}
+
+func (w *readyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), "ready\n") {
+		w.once.Do(func() { close(w.ready) })
+	}
+	return len(p), nil
+}
+
+func (w *readyWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
