@@ -176,7 +176,9 @@ func TestFaultSuite(t *testing.T) {
 	fs.killRunnerForGood(victim)
 	fs.waitAcceptedElsewhere(orphans, victimHost, 5*time.Minute)
 	recovery[fmt.Sprintf("runner %d killed for good: its %d unanswered requests accepted by a survivor", victim, len(orphans))] = time.Since(start)
-	fs.waitFinals(orphans, 10*time.Minute)
+	// Two survivors build them all, at their build limit: the wait grows
+	// with their number (the soak orphans dozens).
+	fs.waitFinals(orphans, max(10*time.Minute, time.Duration(len(orphans))*20*time.Second))
 	recovery[fmt.Sprintf("runner %d killed for good: its %d unanswered requests answered by a survivor", victim, len(orphans))] = time.Since(start)
 
 	// 5. More kills, then a broker crash (kill -9).
@@ -193,7 +195,7 @@ func TestFaultSuite(t *testing.T) {
 
 	// Every request ends with exactly one final response, counted from
 	// the topic, with nothing filtered.
-	fs.waitFinals(ids, 20*time.Minute)
+	fs.waitFinals(ids, max(20*time.Minute, time.Duration(len(ids))*20*time.Second))
 	time.Sleep(20 * time.Second) // a duplicate would come within the stuck timeout
 	cancel()
 	finals, succeeded, failed := fs.countFinals(ids)
