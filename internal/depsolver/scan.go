@@ -13,7 +13,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -334,121 +333,22 @@ func baseKey(repos []BaseRepo) string {
 	return fmt.Sprintf("%x", h.Sum(nil))[:16]
 }
 
-// specSources reads Name, %package, Provides and BuildRequires of a spec.
-// The spec is not run through rpmspec: rpm evaluates %(…) shell macros
-// while parsing, and the sources are untrusted. Simple %define/%global
-// macros and %{name}/%{version} are expanded; conditionals are not
-// evaluated, so every BuildRequires counts.
+// specSources reads what the spec declares and needs
+// (buildroot.ParseSpec: the spec is not run through rpmspec, whose %(…)
+// macros would run shell commands of untrusted sources).
 func specSources(data []byte, file string) (*sources, error) {
-	src := &sources{kind: buildroot.KindSpec, file: file}
-	macros := map[string]string{}
-	expand := func(s string) string {
-		for i := 0; i < 5 && strings.Contains(s, "%"); i++ {
-			s = specMacroRE.ReplaceAllStringFunc(s, func(m string) string {
-				name := strings.Trim(m, "%{}?")
-				if v, ok := macros[name]; ok {
-					return v
-				}
-				if strings.HasPrefix(m, "%{?") {
-					return ""
-				}
-				return m
-			})
-		}
-		return s
-	}
-	var current *Binary
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), maxFile)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if f := strings.Fields(line); len(f) >= 3 && (f[0] == "%define" || f[0] == "%global") {
-			macros[f[1]] = expand(strings.Join(f[2:], " "))
-			continue
-		}
-		if strings.HasPrefix(line, "%package") {
-			f := strings.Fields(expand(line))
-			name := ""
-			switch {
-			case len(f) >= 3 && f[1] == "-n":
-				name = f[2]
-			case len(f) >= 2:
-				name = macros["name"] + "-" + f[1]
-			}
-			if name != "" {
-				src.declared = append(src.declared, Binary{Name: name})
-				current = &src.declared[len(src.declared)-1]
-			}
-			continue
-		}
-		if strings.HasPrefix(line, "%") && !strings.HasPrefix(line, "%{") {
-			// Another section (%description, %prep, …): no more tags of
-			// the current package.
-			if strings.HasPrefix(line, "%description") || strings.HasPrefix(line, "%files") {
-				current = nil
-			}
-			continue
-		}
-		key, val, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		key = strings.ToLower(strings.TrimSpace(key))
-		val = expand(strings.TrimSpace(val))
-		switch {
-		case key == "name" && len(src.declared) == 0:
-			macros["name"] = val
-			src.declared = append(src.declared, Binary{Name: val})
-			current = &src.declared[0]
-		case key == "version":
-			if _, ok := macros["version"]; !ok {
-				macros["version"] = val
-			}
-		case key == "release":
-			if _, ok := macros["release"]; !ok {
-				macros["release"] = val
-			}
-		case key == "provides" && current != nil:
-			for _, a := range parseRPMRelations(val) {
-				current.Provides = append(current.Provides, a.Name)
-			}
-		case key == "buildrequires":
-			for _, a := range parseRPMRelations(val) {
-				src.specReqs = append(src.specReqs, Need{Alternatives: []Alternative{a}, From: file})
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
+	spec, err := buildroot.ParseSpec(data)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	if len(src.declared) == 0 {
-		return nil, fmt.Errorf("%s: no Name:", file)
+	src := &sources{kind: buildroot.KindSpec, file: file}
+	for _, p := range spec.Packages {
+		src.declared = append(src.declared, Binary{Name: p.Name, Provides: p.Provides})
+	}
+	for _, r := range spec.BuildRequires {
+		src.specReqs = append(src.specReqs, Need{Alternatives: []Alternative{{Name: r.Name, Op: r.Op, Version: r.Version}}, From: file})
 	}
 	return src, nil
-}
-
-var specMacroRE = regexp.MustCompile(`%\{\??[A-Za-z_][A-Za-z0-9_]*\}|%[A-Za-z_][A-Za-z0-9_]*`)
-
-// parseRPMRelations splits "a >= 1.0, b c (d)" into relations.
-func parseRPMRelations(s string) []Alternative {
-	f := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
-	var out []Alternative
-	for i := 0; i < len(f); i++ {
-		tok := f[i]
-		if strings.HasPrefix(tok, "(") || strings.HasPrefix(tok, "%") {
-			continue // rich dependencies and unexpanded macros are not names
-		}
-		a := Alternative{Name: tok}
-		if i+2 < len(f) && slices.Contains([]string{"<", "<=", "=", "==", ">=", ">"}, f[i+1]) {
-			a.Op, a.Version = f[i+1], f[i+2]
-			i += 2
-		}
-		out = append(out, a)
-	}
-	return out
 }
 
 // imageDoc is the part of a KIWI image description the depsolver reads.
