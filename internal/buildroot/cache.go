@@ -90,9 +90,11 @@ func (c cache) current(key string) string {
 	return gen
 }
 
-// build creates a new generation of key with create and makes it current.
+// build creates a new generation of key with create (which returns the
+// packages it installed besides the root's package manager) and makes it
+// current.
 // The caller holds the key lock.
-func (c cache) build(ctx context.Context, key string, create func(dir string) error) (string, error) {
+func (c cache) build(ctx context.Context, key string, create func(dir string) (map[string]InstalledPackage, error)) (string, error) {
 	kd := c.keyDir(key)
 	if err := os.MkdirAll(kd, 0o755); err != nil {
 		return "", fmt.Errorf("create buildroot cache entry: %w", err)
@@ -111,7 +113,8 @@ func (c cache) build(ctx context.Context, key string, create func(dir string) er
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return "", err
 	}
-	if err := create(tmp); err != nil {
+	extra, err := create(tmp)
+	if err != nil {
 		if rerr := removeAll(tmp); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
@@ -121,6 +124,8 @@ func (c cache) build(ctx context.Context, key string, create func(dir string) er
 	if err != nil {
 		return "", errors.Join(err, removeAll(tmp))
 	}
+	// Packages create installed besides the root's package manager.
+	pkgs = mergePackages(pkgs, extra)
 	gen := "root-" + time.Now().UTC().Format("20060102T150405") + "-" + randomID()
 	if err := writeJSON(filepath.Join(kd, gen+".packages.json"), pkgs); err != nil {
 		return "", errors.Join(fmt.Errorf("write package list: %w", err), removeAll(tmp))

@@ -166,7 +166,15 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	if err != nil {
 		return fail(err)
 	}
-	if opts.ProjectRepos != nil {
+	var rpms *projectRPMs
+	switch {
+	case opts.ProjectRepos != nil && kind == KindSpec:
+		// A spec's buildroot is a Debian root: the project's rpm packages
+		// its BuildRequires name are installed into it with rpm.
+		if rpms, err = projectRPMRepositories(ctx, opts.ProjectRepos, opts.CacheDir, pkgDir, t, prof, step); err != nil {
+			return fail(err)
+		}
+	case opts.ProjectRepos != nil:
 		// Both backends take them from the profile: the native one as
 		// signed-by apt sources, kiwi as repositories of its description.
 		extra, err := projectRepositories(ctx, opts.ProjectRepos, opts.CacheDir, pkgDir, t, prof, kind, deps, step)
@@ -182,12 +190,12 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	step("image packages: %s", strings.Join(prof.Packages, " "))
 	switch kind {
 	case KindSpec:
-		step("rpm spec: BuildRequires are not installed (a Debian buildroot cannot resolve them); the description must list what the build needs")
+		step("rpm spec: BuildRequires are installed only from the project's rpm-md repositories (a Debian buildroot cannot resolve rpm names); the description must list what else the build needs")
 	default:
 		step("build dependencies from the %s source: %s", kind, strings.Join(deps, " "))
 	}
 
-	key, err := cacheKey(ctx, backend.Name(), data, prof, deps, step)
+	key, err := cacheKey(ctx, backend.Name(), data, prof, deps, rpms, step)
 	if err != nil {
 		return fail(err)
 	}
@@ -224,26 +232,41 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 			created := time.Now()
 			ctx, cancel := context.WithTimeoutCause(ctx, opts.Timeout, fmt.Errorf("%w after %s", ErrTimeout, opts.Timeout))
 			defer cancel()
-			gen, err = c.build(ctx, key, func(dir string) error {
+			gen, err = c.build(ctx, key, func(dir string) (map[string]InstalledPackage, error) {
 				req := CreateRequest{Profile: prof, Deps: deps, Dir: dir, Log: logw}
 				if !opts.NoDownloadCache {
 					req.Downloads = filepath.Join(c.dir, "downloads", backend.Name())
 					if err := os.MkdirAll(req.Downloads, 0o755); err != nil {
-						return err
+						return nil, err
 					}
 				}
 				if os.Geteuid() == 0 {
 					req.IDs = opts.IDs
 				}
 				if err := backend.Create(ctx, req); err != nil {
-					return err
+					return nil, err
 				}
 				if r, ok := backend.(InRange); ok && r.CreatesInRange() && req.IDs.Count != 0 {
 					step("root created as the build's id range %s", rangeString(req.IDs))
 					// Already the range's: ownByRange need not walk it.
-					return markRange(dir, req.IDs)
+					if err := markRange(dir, req.IDs); err != nil {
+						return nil, err
+					}
 				}
-				return nil
+				if rpms == nil {
+					return nil, nil
+				}
+				if req.IDs.Count != 0 {
+					// rpm installs as the range's root.
+					if err := ownByRange(dir, req.IDs); err != nil {
+						return nil, err
+					}
+				}
+				step("installing %d project packages with rpm", len(rpms.Packages))
+				if err := installProjectRPMs(ctx, rpms, dir, c.dir, req.IDs, logw); err != nil {
+					return nil, err
+				}
+				return rpms.installed(), nil
 			})
 			if err != nil {
 				return nil, err
@@ -317,7 +340,7 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 }
 
 // cacheKey hashes everything the content of a fresh root depends on.
-func cacheKey(ctx context.Context, backend string, desc []byte, p *Profile, deps []string, step func(string, ...any)) (string, error) {
+func cacheKey(ctx context.Context, backend string, desc []byte, p *Profile, deps []string, rpms *projectRPMs, step func(string, ...any)) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "format %d\nbackend %s\nprofile %s\ndescription %x\n", keyFormat, backend, p.Name, sha256.Sum256(desc))
 	for _, r := range p.Repositories {
@@ -332,6 +355,14 @@ func cacheKey(ctx context.Context, backend string, desc []byte, p *Profile, deps
 		fmt.Fprintf(h, "repository %s %s %s %s %s\n", r.Type, r.Path, r.Distribution, strings.Join(r.Components, ","), sum)
 	}
 	fmt.Fprintf(h, "deps %s\n", strings.Join(deps, ","))
+	if rpms != nil {
+		// The project packages the root takes from the verified rpm-md
+		// repositories (name, version, checksum): a new version of one
+		// gives a new root.
+		sum := rpms.Digest()
+		step("project rpm packages: sha256 %s", sum)
+		fmt.Fprintf(h, "project-rpms %s\n", sum)
+	}
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 

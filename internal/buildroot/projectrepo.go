@@ -47,27 +47,10 @@ func projectRepositories(ctx context.Context, pr *ProjectRepos, cacheDir, pkgDir
 		step("project repositories: not used (they are apt repositories of Debian packages; this is a %s build with %s)", kind, p.PackageManager)
 		return nil, nil
 	}
-	cfg := message.DefaultDepsolverConfig()
-	data, err := readInside(pkgDir, message.DepsolverFile, maxDescription)
-	switch {
-	case err == nil:
-		if cfg, err = message.DecodeDepsolverConfig(data); err != nil {
-			return nil, fmt.Errorf("%s: %w", message.DepsolverFile, err)
-		}
-	case !errors.Is(err, fs.ErrNotExist):
+	paths, err := projectRepoPaths(pkgDir, t, step)
+	if err != nil {
 		return nil, err
 	}
-	dist := t.Profile
-	if i := strings.LastIndexByte(dist, '.'); i >= 0 {
-		dist = dist[:i]
-	}
-	var paths []string
-	if cfg.ProjectRepository {
-		paths = append(paths, path.Dir(t.Project)+"/"+dist)
-	} else {
-		step("project repository: turned off by %s", message.DepsolverFile)
-	}
-	paths = append(paths, cfg.Repositories...)
 	if len(paths) == 0 {
 		return nil, nil
 	}
@@ -105,6 +88,22 @@ func projectRepositories(ctx context.Context, pr *ProjectRepos, cacheDir, pkgDir
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// depsolverConfig reads the package's .cb/depsolver.yml (defaults when
+// it has none).
+func depsolverConfig(pkgDir string) (*message.DepsolverConfig, error) {
+	cfg := message.DefaultDepsolverConfig()
+	data, err := readInside(pkgDir, message.DepsolverFile, maxDescription)
+	switch {
+	case err == nil:
+		if cfg, err = message.DecodeDepsolverConfig(data); err != nil {
+			return cfg, fmt.Errorf("%s: %w", message.DepsolverFile, err)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return cfg, err
+	}
+	return cfg, nil
 }
 
 // collectorKey returns the path of the collector's key: a copy in the

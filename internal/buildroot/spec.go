@@ -144,9 +144,14 @@ var specMacroRE = regexp.MustCompile(`%\{\??[A-Za-z_][A-Za-z0-9_]*\}|%[A-Za-z_][
 func ParseRPMRelations(s string) []RPMRelation {
 	f := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
 	var out []RPMRelation
+	depth := 0 // inside a rich dependency "(a or b)"
 	for i := 0; i < len(f); i++ {
 		tok := f[i]
-		if strings.HasPrefix(tok, "(") || strings.HasPrefix(tok, "%") {
+		if depth > 0 || strings.HasPrefix(tok, "(") {
+			depth += strings.Count(tok, "(") - strings.Count(tok, ")")
+			continue
+		}
+		if strings.HasPrefix(tok, "%") {
 			continue
 		}
 		r := RPMRelation{Name: tok}
