@@ -1,0 +1,123 @@
+package buildroot
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"net/http"
+	"net/http/httptest"
+
+	"github.com/cloud-builder/cb/internal/repo"
+	"github.com/cloud-builder/cb/internal/repo/repotest"
+	"github.com/cloud-builder/cb/internal/sandbox"
+	"github.com/cloud-builder/cb/internal/target"
+)
+
+// A spec's BuildRequires are taken from the project's signed rpm-md
+// repository, as published by the collector's code: the newest version,
+// installed with rpm into a root as the id range's root.
+func TestInstallProjectRPMs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root under CI")
+		}
+		t.Skip("needs root")
+	}
+	repotest.RequireTools(t, "rpm", "rpmbuild", "createrepo_c", "gpg", "gpgv")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	// The collector's repository projects/T/bookworm with two versions.
+	s, _ := newSigner(t)
+	collector := t.TempDir()
+	if err := s.ExportPublicKey(ctx, collector); err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(collector, "projects/T/bookworm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := t.TempDir()
+	for i, v := range []string{"1.10", "1.9"} {
+		rpm := repotest.RPM(t, built, "greet-devel", v)
+		data, err := os.ReadFile(rpm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		f := repo.File{Name: "noarch/" + filepath.Base(rpm), Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+		// Two builds of different packages keep both files.
+		name := []string{"greet", "greet-old"}[i]
+		if _, err := r.Install(repo.RPM, repo.Build{Project: "projects/T/" + name, Name: name, Arch: "noarch",
+			RequestID: name, Files: []repo.File{f}}, map[string]string{f.Name: rpm}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := (&repo.Publisher{Signer: s}).Publish(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.FileServer(http.Dir(collector)))
+	defer srv.Close()
+	pr := &ProjectRepos{URL: srv.URL, KeyFile: filepath.Join(collector, repo.PublicKeyArmored)}
+
+	pkgDir := t.TempDir()
+	spec := "Name: greet-tool\nVersion: 1\nRelease: 1\nBuildRequires: greet-devel >= 1.0, gcc\n"
+	if err := os.WriteFile(filepath.Join(pkgDir, "greet-tool.spec"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := target.New(t.TempDir(), "projects/T/greet-tool", "bookworm", "x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	step := func(f string, a ...any) { log.WriteString(strings.TrimSpace(fmt.Sprintf(f, a...)) + "\n") }
+	cacheDir := t.TempDir()
+	set, err := projectRPMRepositories(ctx, pr, cacheDir, pkgDir, tg, &Profile{PackageManager: "apt", Arch: "x86_64"}, step)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if set == nil || len(set.Packages) != 1 || set.Packages[0].EVR() != "1.10-1" {
+		t.Fatalf("chosen: %+v\n%s", set, log.String())
+	}
+	if got := set.installed()["greet-devel"]; got.Version != "1.10-1" || got.Arch != "noarch" {
+		t.Fatalf("solver entry: %+v", got)
+	}
+
+	// Install into a root that belongs to the range, as the native
+	// backend leaves it.
+	ids := sandbox.DefaultIDs
+	root := filepath.Join(t.TempDir(), "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(root, int(ids.UID), int(ids.GID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := installProjectRPMs(ctx, set, root, cacheDir, ids, &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	f := filepath.Join(root, "usr/share/greet-devel/VERSION")
+	data, err := os.ReadFile(f)
+	if err != nil || strings.TrimSpace(string(data)) != "1.10" {
+		t.Fatalf("installed file: %q %v\n%s", data, err, log.String())
+	}
+	fi, _ := os.Stat(f)
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != ids.UID {
+		t.Errorf("installed file belongs to %d, not the range's root %d", st.Uid, ids.UID)
+	}
+	if _, err := os.Stat(filepath.Join(root, rpmDBPath)); err != nil {
+		t.Errorf("no rpm database at %s: %v", rpmDBPath, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(cacheDir, "rpms-*")); len(left) != 0 {
+		t.Errorf("downloads left behind: %v", left)
+	}
+}
