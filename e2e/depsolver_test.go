@@ -214,6 +214,10 @@ func TestDepsolver(t *testing.T) {
 		}
 	}
 
+	// The rpm tool built against the rpm library from the project's
+	// rpm-md repository (its build copies a file of the library).
+	checkRPMSolver(t, s, "1.0-1")
+
 	// A source change of the library (and of the rpm library) rebuilds
 	// library, tool and plugin, each once, each after its dependency
 	// published.
@@ -263,6 +267,8 @@ func TestDepsolver(t *testing.T) {
 		t.Fatalf("tool's solver.json: libcbgreet-dev %+v (%v)", solved.Packages["libcbgreet-dev"], err)
 	}
 
+	checkRPMSolver(t, s, "1.1-1")
+
 	// A rebuild of the library with identical output triggers nothing.
 	if _, code, progress := s.buildAndWait("Deps", "libcbgreet"); code != 0 {
 		t.Fatalf("library rebuild: exit %d\n%s", code, progress)
@@ -283,5 +289,28 @@ func TestDepsolver(t *testing.T) {
 	out, errOut, err = run(t, env, "cb-ctl", "--build-dependencies", "cb-needy", "--project-path", "Deps", "--arch", "x86_64", "--dist", "bookworm")
 	if err != nil || !strings.Contains(out, `"state": "unresolvable"`) || !strings.Contains(out, "cb-no-such-package-anywhere") {
 		t.Fatalf("build dependencies: %v\n%s%s", err, out, errOut)
+	}
+}
+
+// checkRPMSolver checks that the rpm tool's last buildroot took
+// greet-rpm-devel in version from the project's rpm-md repository.
+func checkRPMSolver(t *testing.T, s *system, version string) {
+	t.Helper()
+	data, err := os.ReadFile(s.target(rtool) + ".solver.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var solved struct {
+		Packages map[string]struct{ Version, Arch string } `json:"packages"`
+	}
+	if err := json.Unmarshal(data, &solved); err != nil {
+		t.Fatal(err)
+	}
+	if got := solved.Packages["greet-rpm-devel"]; got.Version != version || got.Arch != "noarch" {
+		t.Fatalf("rpm tool's solver.json: greet-rpm-devel %+v, want %s", got, version)
+	}
+	prep, _ := os.ReadFile(s.target(rtool) + ".prepare.log")
+	if !strings.Contains(string(prep), "project packages for the BuildRequires: greet-rpm-devel="+version) {
+		t.Fatalf("rpm tool's prepare log does not show the project package:\n%s", prep)
 	}
 }
