@@ -36,10 +36,11 @@ func (rpmBuild) Steps(p *Package) ([]Step, error) {
 	if len(cp) > 5 {
 		steps = append(steps, Step{Argv: cp, Dir: "/"})
 	}
-	// --nodeps: BuildRequires name rpm packages, which cannot be installed
-	// in a Debian buildroot whose rpm database is empty; the buildroot
-	// preparation installs the Debian equivalents, so the check could only
-	// fail spuriously.
+	// --nodeps: BuildRequires name rpm packages; in a Debian buildroot the
+	// rpm database holds only the project's own packages (the preparation
+	// installs those from the project's rpm-md repository) and the
+	// description installs the Debian equivalents of the rest, so the
+	// check could only fail spuriously.
 	build := []string{"rpmbuild", "-ba", "--nodeps", "--define", "_topdir " + rpmTopdir, path.Join(p.Dir, spec)}
 	return append(steps, Step{Argv: build, Dir: p.Dir}), nil
 }

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 
+	"github.com/cloud-builder/cb/internal/mirror"
 	"github.com/cloud-builder/cb/internal/repo"
 	"github.com/cloud-builder/cb/internal/repo/repotest"
 	"github.com/cloud-builder/cb/internal/sandbox"
@@ -119,5 +120,90 @@ func TestInstallProjectRPMs(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(cacheDir, "rpms-*")); len(left) != 0 {
 		t.Errorf("downloads left behind: %v", left)
+	}
+}
+
+// Prepare of a spec's target takes its BuildRequires from the project's
+// rpm-md repository into the cached root; a new version of the
+// dependency gives a new root, an unchanged repository the cached one.
+func TestPrepareProjectRPMs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root under CI")
+		}
+		t.Skip("needs root")
+	}
+	repotest.RequireTools(t, "rpm", "rpmbuild", "createrepo_c", "gpg", "gpgv", "dpkg-query")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	flat := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(flat, "Release"), []byte("v1"), 0o644))
+	t.Setenv(mirror.EnvOverride, "file://"+flat)
+
+	s, _ := newSigner(t)
+	collector := t.TempDir()
+	must(t, s.ExportPublicKey(ctx, collector))
+	r, err := repo.Open(collector, "projects/RPM/bookworm")
+	must(t, err)
+	publish := func(version string) {
+		t.Helper()
+		rpm := repotest.RPM(t, t.TempDir(), "greet-devel", version)
+		data, err := os.ReadFile(rpm)
+		must(t, err)
+		sum := sha256.Sum256(data)
+		f := repo.File{Name: "noarch/" + filepath.Base(rpm), Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+		if _, err := r.Install(repo.RPM, repo.Build{Project: "projects/RPM/greet", Name: "greet", Arch: "noarch",
+			RequestID: version, Files: []repo.File{f}}, map[string]string{f.Name: rpm}); err != nil {
+			t.Fatal(err)
+		}
+		must(t, (&repo.Publisher{Signer: s}).Publish(ctx, r))
+	}
+	publish("1.0")
+	srv := httptest.NewServer(http.FileServer(http.Dir(collector)))
+	defer srv.Close()
+
+	pkg := filepath.Join(t.TempDir(), "greet-tool")
+	must(t, CopyTree("../../examples/projects/RPM/cb-hello-rpm", pkg))
+	desc, err := os.ReadFile(filepath.Join(pkg, DescriptionFile))
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(pkg, DescriptionFile), bytes.ReplaceAll(desc, []byte(`distribution="bookworm" `), nil), 0o644))
+	specs, _ := filepath.Glob(filepath.Join(pkg, "*.spec"))
+	for _, sp := range specs {
+		must(t, os.Remove(sp))
+	}
+	must(t, os.WriteFile(filepath.Join(pkg, "greet-tool.spec"),
+		[]byte("Name: greet-tool\nVersion: 1\nRelease: 1\nBuildRequires: greet-devel >= 1.0, gcc\n"), 0o644))
+	tg, err := target.New(t.TempDir(), "projects/RPM/greet-tool", "bookworm", "x86_64")
+	must(t, err)
+	opts := Options{Backend: "status-test", CacheDir: t.TempDir(),
+		ProjectRepos: &ProjectRepos{URL: srv.URL, KeyFile: filepath.Join(collector, repo.PublicKeyBinary)}}
+	prepare := func(want string) *Layout {
+		t.Helper()
+		var plog bytes.Buffer
+		opts.Log = &plog
+		l, err := Prepare(ctx, opts, pkg, tg)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, plog.String())
+		}
+		solved, err := ReadSolved(tg.SolverFile())
+		must(t, err)
+		if got := solved.Packages["greet-devel"]; got.Version != want || got.Arch != "noarch" || solved.Packages["dpkg"].Version == "" {
+			t.Fatalf("solver file: greet-devel %+v, want %s; %v\n%s", got, want, solved.Packages, plog.String())
+		}
+		data, err := os.ReadFile(filepath.Join(l.Lower, "usr/share/greet-devel/VERSION"))
+		if err != nil || strings.TrimSpace(string(data)) != strings.TrimSuffix(want, "-1") {
+			t.Fatalf("root holds greet-devel %q (%v)\n%s", data, err, plog.String())
+		}
+		return l
+	}
+	first := prepare("1.0-1")
+	again := prepare("1.0-1")
+	if first.CacheHit || !again.CacheHit || again.CacheKey != first.CacheKey {
+		t.Fatalf("unchanged repository: first %s hit=%v, again %s hit=%v", first.CacheKey, first.CacheHit, again.CacheKey, again.CacheHit)
+	}
+	publish("1.1")
+	newer := prepare("1.1-1")
+	if newer.CacheHit || newer.CacheKey == first.CacheKey {
+		t.Fatalf("new dependency version: key %s hit=%v, before %s", newer.CacheKey, newer.CacheHit, first.CacheKey)
 	}
 }
