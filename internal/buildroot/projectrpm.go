@@ -34,11 +34,6 @@ type projectRPMs struct {
 	// Repos maps each repository used to the sha256 of its verified
 	// repomd.xml.
 	Repos map[string]string
-	base  map[string]string // package location key -> repository URL
-}
-
-func (s *projectRPMs) url(p rpmPackage) string {
-	return s.base[p.Name+" "+p.Location] + "/" + p.Location
 }
 
 // Digest stands for the packages in the cache key: repository, name,
@@ -47,7 +42,7 @@ func (s *projectRPMs) url(p rpmPackage) string {
 func (s *projectRPMs) Digest() string {
 	h := sha256.New()
 	for _, p := range s.Packages {
-		fmt.Fprintf(h, "%s %s %s %s %s:%s\n", s.base[p.Name+" "+p.Location], p.Name, p.EVR(), p.Arch, p.SumType, p.Sum)
+		fmt.Fprintf(h, "%s %s %s %s %s:%s\n", p.repo, p.Name, p.EVR(), p.Arch, p.SumType, p.Sum)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -109,7 +104,7 @@ func projectRPMRepositories(ctx context.Context, pr *ProjectRepos, cacheDir, pkg
 		return nil, err
 	}
 	base := strings.TrimRight(pr.URL, "/")
-	set := &projectRPMs{Repos: map[string]string{}, base: map[string]string{}}
+	set := &projectRPMs{Repos: map[string]string{}}
 	var all []rpmPackage
 	for _, rp := range paths {
 		u := base + "/" + rp
@@ -127,11 +122,9 @@ func projectRPMRepositories(ctx context.Context, pr *ProjectRepos, cacheDir, pkg
 		step("project repository %s: repomd.xml sha256 %s, signature verified with %s, %d packages", u, md.RepomdSHA256, key, len(md.Packages))
 		set.Repos[u] = md.RepomdSHA256
 		for _, pkg := range md.Packages {
-			if _, dup := set.base[pkg.Name+" "+pkg.Location]; !dup {
-				set.base[pkg.Name+" "+pkg.Location] = u
-			}
+			pkg.repo = u
+			all = append(all, pkg)
 		}
-		all = append(all, md.Packages...)
 	}
 	chosen, err := resolveRPMs(all, p.Arch, reqs)
 	if err != nil {
@@ -169,7 +162,7 @@ func installProjectRPMs(ctx context.Context, s *projectRPMs, dir, cacheDir strin
 	var files []string
 	for _, p := range s.Packages {
 		name := p.Sum + ".rpm"
-		if err := downloadRPM(ctx, s, p, filepath.Join(tmp, name)); err != nil {
+		if err := downloadRPM(ctx, p, filepath.Join(tmp, name)); err != nil {
 			return fmt.Errorf("install project packages: %w", err)
 		}
 		files = append(files, name)
@@ -194,9 +187,9 @@ func installProjectRPMs(ctx context.Context, s *projectRPMs, dir, cacheDir strin
 }
 
 // downloadRPM fetches p to dst, verifying its checksum on the way.
-func downloadRPM(ctx context.Context, s *projectRPMs, p rpmPackage, dst string) error {
-	u := s.url(p)
-	base := s.base[p.Name+" "+p.Location]
+func downloadRPM(ctx context.Context, p rpmPackage, dst string) error {
+	base := p.repo
+	u := base + "/" + p.Location
 	// The same check the repository proxy applies.
 	if err := validLocation(p.Location, ".rpm"); err != nil || !allowedURL(u, []string{base}) {
 		return fmt.Errorf("%s: not below the repository %s", u, base)

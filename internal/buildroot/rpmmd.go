@@ -50,6 +50,7 @@ type rpmPackage struct {
 	Location string // below the repository, checked by validLocation
 	Provides []rpmDep
 	Requires []rpmDep
+	repo     string // URL of the repository that lists it (not from the index)
 }
 
 // rpmDep is one provides or requires entry.

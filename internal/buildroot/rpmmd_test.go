@@ -329,15 +329,20 @@ func TestFetchRPMMDVerifies(t *testing.T) {
 	key := filepath.Join(pub, repo.PublicKeyBinary)
 
 	// The package file is checked against primary.xml.
-	set := &projectRPMs{base: map[string]string{}}
 	md, _ := fetchRPMMD(ctx, srv.URL, key)
 	p := md.Packages[0]
-	set.base[p.Name+" "+p.Location] = srv.URL
-	if err := downloadRPM(ctx, set, p, filepath.Join(t.TempDir(), "ok.rpm")); err != nil {
+	p.repo = srv.URL
+	if err := downloadRPM(ctx, p, filepath.Join(t.TempDir(), "ok.rpm")); err != nil {
 		t.Fatalf("download: %v", err)
 	}
+	// A location that leaves the repository is never fetched.
+	hostile := p
+	hostile.Location = "../" + p.Location
+	if err := downloadRPM(ctx, hostile, filepath.Join(t.TempDir(), "hostile.rpm")); err == nil {
+		t.Fatal("location outside the repository downloaded")
+	}
 	os.WriteFile(filepath.Join(dir, p.Location), []byte("tampered"), 0o644)
-	if err := downloadRPM(ctx, set, p, filepath.Join(t.TempDir(), "bad.rpm")); !errors.Is(err, errChecksum) {
+	if err := downloadRPM(ctx, p, filepath.Join(t.TempDir(), "bad.rpm")); !errors.Is(err, errChecksum) {
 		t.Fatalf("tampered package: %v", err)
 	}
 
