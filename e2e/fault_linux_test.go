@@ -182,9 +182,9 @@ func TestFaultSuite(t *testing.T) {
 	fs.event("runner %d has %d unanswered requests of its own, the group %d", victim, len(orphans), backlog)
 	fs.waitAcceptedElsewhere(orphans, victimHost, max(5*time.Minute, time.Duration(backlog)*20*time.Second))
 	recovery[fmt.Sprintf("runner %d killed for good: its %d unanswered requests accepted by a survivor", victim, len(orphans))] = time.Since(start)
-	// Two survivors build them all, at their build limit: the wait grows
-	// with their number (the soak orphans dozens).
-	fs.waitFinals(orphans, max(10*time.Minute, time.Duration(len(orphans))*20*time.Second))
+	// Two survivors build them, and the backlog before them, at their
+	// build limit: the wait grows with the backlog.
+	fs.waitFinals(orphans, max(10*time.Minute, time.Duration(backlog)*20*time.Second))
 	recovery[fmt.Sprintf("runner %d killed for good: its %d unanswered requests answered by a survivor", victim, len(orphans))] = time.Since(start)
 
 	// 5. More kills, then a broker crash (kill -9).
