@@ -1,7 +1,9 @@
 package buildroot
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/cachebudget"
+	"github.com/cloud-builder/cb/internal/mirror"
+	"github.com/cloud-builder/cb/internal/target"
 )
 
 // release drops this process's use lock of key (the tests' stand-in for
@@ -178,7 +182,7 @@ func TestBudgetEvictVersusPrepare(t *testing.T) {
 			gen, err = c.build(ctx, key, func(dir string) error {
 				// Slow enough for the evictor to look at the tmp-* dir.
 				time.Sleep(5 * time.Millisecond)
-				return testBackend.Create(ctx, CreateRequest{Profile: prof, Dir: dir})
+				return (&statusBackend{}).Create(ctx, CreateRequest{Profile: prof, Dir: dir})
 			})
 			must(t, err)
 		}
@@ -235,4 +239,60 @@ func TestLoadLayoutOfEvictedRoot(t *testing.T) {
 		t.Errorf("layout of an evicted root: %v", err)
 	}
 	release(c, key)
+}
+
+// budgetBackend is statusBackend under a name of its own, so its creates
+// do not count as testBackend's.
+type budgetBackend struct{ statusBackend }
+
+func (*budgetBackend) Name() string { return "status-budget-test" }
+
+func init() { Register(&budgetBackend{}) }
+
+// Prepare enforces the budget afterwards: an old root nothing uses goes,
+// the one just prepared stays, and the prepare log says so.
+func TestPrepareKeepsTheBudget(t *testing.T) {
+	requireDpkgQuery(t)
+	repo := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(repo, "Release"), []byte("v1"), 0o644))
+	t.Setenv(mirror.EnvOverride, "file://"+repo)
+	pkg := filepath.Join(t.TempDir(), "hello")
+	must(t, CopyTree("../../examples/projects/Debian/cb-hello", pkg))
+	desc, err := os.ReadFile(filepath.Join(pkg, DescriptionFile))
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(pkg, DescriptionFile), bytes.ReplaceAll(desc, []byte(`distribution="bookworm" `), nil), 0o644))
+	tg, err := target.New(t.TempDir(), "projects/Debian/hello", "bookworm", "x86_64")
+	must(t, err)
+	opts := Options{Backend: "status-budget-test", Budget: cachebudget.Size{Bytes: 1}, Logger: slog.New(slog.DiscardHandler)}
+	var plog bytes.Buffer
+	opts.Log = &plog
+	first, err := Prepare(context.Background(), opts, pkg, tg)
+	must(t, err)
+	c := cache{dir: filepath.Join(tg.Root, ".cache", "buildroot")}
+	// The job that built with it ended.
+	release(c, first.CacheKey)
+	defer release(c, first.CacheKey)
+
+	must(t, os.WriteFile(filepath.Join(repo, "Release"), []byte("v2"), 0o644))
+	plog.Reset()
+	second, err := Prepare(context.Background(), opts, pkg, tg)
+	must(t, err)
+	defer release(c, second.CacheKey)
+	if second.CacheKey == first.CacheKey {
+		t.Fatal("same key")
+	}
+	if kept(c, first.CacheKey) {
+		t.Error("old root kept above the budget")
+	}
+	if _, err := os.Stat(second.Lower); err != nil {
+		t.Errorf("root just prepared evicted: %v", err)
+	}
+	if !strings.Contains(plog.String(), "evicted 1 cache entries to stay within the disk budget of 1 bytes") {
+		t.Errorf("prepare log:\n%s", plog.String())
+	}
+	st, err := cachebudget.ReadState(c.dir)
+	must(t, err)
+	if u := st.Kinds[KindRoot]; u.Entries != 1 || u.Evictions != 1 || u.Bytes <= 0 || st.Budget != 1 {
+		t.Errorf("state %+v", st)
+	}
 }
