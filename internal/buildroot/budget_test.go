@@ -16,6 +16,9 @@ import (
 	"github.com/cloud-builder/cb/internal/target"
 )
 
+// The tests evict with tiny budgets: never the machine's kiwi cache.
+func init() { backendCaches = false }
+
 // release drops this process's use lock of key (the tests' stand-in for
 // the end of a job process).
 func release(c cache, key string) {

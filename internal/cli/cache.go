@@ -10,6 +10,10 @@ import (
 	"github.com/cloud-builder/cb/internal/metrics"
 )
 
+// cacheSources are the caches the budget covers (a variable for the
+// tests, which must not evict the machine's kiwi cache).
+var cacheSources = buildroot.BudgetSources
+
 // runnerCacheDir is the buildroot cache of the runner flags, as the job
 // defaults it.
 func (f *runnerFlags) runnerCacheDir() string {
@@ -36,9 +40,14 @@ func watchCacheBudget(ctx context.Context, g *group, logger *slog.Logger, f *run
 		return out, true
 	})
 	// Checked at start (checks.size).
-	budget, _ := cachebudget.ParseSize(f.cacheBudget)
+	size, _ := cachebudget.ParseSize(f.cacheBudget)
 	g.Go("cache budget", func() error {
-		res, err := buildroot.EnforceBudget(ctx, dir, budget, logger.With("component", "cache"))
+		budget, err := size.Resolve(dir)
+		if err != nil {
+			logger.Warn("cache budget", "cache_dir", dir, "err", err)
+			return nil
+		}
+		res, err := cachebudget.Enforce(ctx, dir, budget, cacheSources(dir), logger.With("component", "cache"))
 		if err != nil {
 			// A cache that cannot be measured or trimmed does not stop
 			// the runner; the next prepare tries again.
