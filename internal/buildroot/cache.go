@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
+	"github.com/cloud-builder/cb/internal/cachebudget"
 	"github.com/cloud-builder/cb/internal/proc"
 )
 
@@ -31,13 +32,16 @@ import (
 //	<key>/used                mtime = last use, for LRU eviction
 //	<key>/refs/<id>           path of a layout.json that may point at <key>
 //	<key>/tmp-*               a root being built (left over only by a crash)
+//	locks/<key>.use           flock held shared by every process with a
+//	                          layout of <key> (see budget.go)
+//	locks/downloads-<b>.lock  flock held shared while backend b creates a
+//	                          root with downloads/<b>/
+//	downloads/<b>/*.deb       packages backend b downloaded
+//	budget.json, budget.lock  the disk budget's state (cachebudget)
 //
 // A generation is never removed while some target's layout.json points at
 // it: a build may have it mounted as lower dir in its own mount namespace,
 // which this process cannot see.
-
-// DefaultKeep is how many cache entries are kept when Options.Keep is 0.
-const DefaultKeep = 4
 
 var keyRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
@@ -245,6 +249,12 @@ func (c cache) evict(ctx context.Context, keep int) (removed []string, err error
 		if err != nil || !ok {
 			continue
 		}
+		// A process with a layout of the key holds its use lock.
+		unuse, ok, err := cachebudget.TryLock(c.usePath(e.key))
+		if err != nil || !ok {
+			unlock()
+			continue
+		}
 		if err := c.pruneGenerations(e.key); err != nil {
 			errs = append(errs, err)
 		}
@@ -255,6 +265,7 @@ func (c cache) evict(ctx context.Context, keep int) (removed []string, err error
 				removed = append(removed, e.key)
 			}
 		}
+		unuse()
 		unlock()
 	}
 	return removed, errors.Join(errs...)

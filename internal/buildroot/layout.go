@@ -42,9 +42,17 @@ func (l *Layout) OverlayOptions() string {
 // LayoutPath is where Prepare writes the layout of t.
 func LayoutPath(t target.Target) string { return filepath.Join(t.Work(), LayoutFile) }
 
-// LoadLayout reads the layout Prepare wrote for t.
+// LoadLayout reads the layout Prepare wrote for t and keeps its cached
+// root from being evicted for as long as this process runs.
 func LoadLayout(t target.Target) (*Layout, error) {
-	return readLayout(LayoutPath(t))
+	l, err := readLayout(LayoutPath(t))
+	if err != nil {
+		return nil, err
+	}
+	if err := holdLower(l.Lower); err != nil {
+		return nil, fmt.Errorf("read buildroot layout: %w", err)
+	}
+	return l, nil
 }
 
 func readLayout(path string) (*Layout, error) {

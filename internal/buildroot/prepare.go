@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/cachebudget"
 	"github.com/cloud-builder/cb/internal/mirror"
 	"github.com/cloud-builder/cb/internal/sandbox"
 	"github.com/cloud-builder/cb/internal/target"
@@ -42,9 +43,15 @@ type Options struct {
 	// Fresh rebuilds the root even when the cache has it (metadata change
 	// or --clean) and replaces the cache entry.
 	Fresh bool
-	// Keep is how many cache entries to keep (DefaultKeep when 0); entries
-	// a target's layout still points at are kept in addition.
+	// Keep, when above 0, also caps the number of cache entries: the
+	// least recently used beyond it are removed (entries a target's
+	// layout still points at are kept in addition). The disk budget
+	// applies either way.
 	Keep int
+	// Budget caps the disk the caches take (roots, downloads, kiwi's
+	// shared cache); the zero value is cachebudget.DefaultPercent of the
+	// file system of CacheDir. It is enforced after every prepare.
+	Budget cachebudget.Size
 	// NoDownloadCache makes backends download every package again instead
 	// of reusing the packages earlier roots downloaded (for benchmarks of
 	// a truly cold start).
@@ -115,9 +122,6 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	}
 	if abs, err := filepath.Abs(opts.CacheDir); err == nil {
 		opts.CacheDir = abs
-	}
-	if opts.Keep <= 0 {
-		opts.Keep = DefaultKeep
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -239,6 +243,12 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 					if err := os.MkdirAll(req.Downloads, 0o755); err != nil {
 						return nil, err
 					}
+					// The evictor leaves the downloads alone meanwhile.
+					unlock, err := c.useDownloads(ctx, backend.Name())
+					if err != nil {
+						return nil, err
+					}
+					defer unlock()
 				}
 				if os.Geteuid() == 0 {
 					req.IDs = opts.IDs
@@ -282,6 +292,11 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 			}
 		}
 		c.touch(key)
+		// The evictor leaves the key alone while this process runs
+		// (a build that mounts the root follows in it).
+		if err := c.hold(ctx, key); err != nil {
+			return nil, err
+		}
 		l := &Layout{
 			Lower:          filepath.Join(c.keyDir(key), gen),
 			Upper:          filepath.Join(t.Work(), "upper"),
@@ -329,11 +344,18 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	if err != nil {
 		return fail(err)
 	}
-	if removed, err := c.evict(ctx, opts.Keep); err != nil {
-		logger.Warn("evict buildroot cache", "err", err)
-	} else if len(removed) > 0 {
-		logger.Info("evicted buildroot cache entries", "keys", removed)
-		step("evicted %d old cache entries", len(removed))
+	if opts.Keep > 0 {
+		if removed, err := c.evict(ctx, opts.Keep); err != nil {
+			logger.Warn("evict buildroot cache", "err", err)
+		} else if len(removed) > 0 {
+			logger.Info("evicted buildroot cache entries", "keys", removed)
+			step("evicted %d old cache entries", len(removed))
+		}
+	}
+	if res, err := EnforceBudget(ctx, c.dir, opts.Budget, logger); err != nil {
+		logger.Warn("enforce the cache budget", "err", err)
+	} else if len(res.Evicted) > 0 {
+		step("evicted %d cache entries to stay within the disk budget of %d bytes", len(res.Evicted), res.State.Budget)
 	}
 	step("buildroot ready (lower %s)", layout.Lower)
 	return layout, nil

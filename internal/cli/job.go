@@ -11,6 +11,7 @@ import (
 	"github.com/cloud-builder/cb/internal/artifact"
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cachebudget"
 	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/collect"
 	"github.com/cloud-builder/cb/internal/config"
@@ -36,6 +37,7 @@ type runnerFlags struct {
 	collectorKeyFile                     string
 	noProjectRepos                       bool
 	backend, cacheDir                    string
+	cacheBudget                          string
 	buildTimeout                         time.Duration
 	logIdle                              time.Duration
 	sandbox                              config.Sandbox
@@ -56,6 +58,7 @@ func (f *runnerFlags) register(fs *flag.FlagSet, env *Env) {
 	fs.BoolVar(&f.noProjectRepos, "no-project-repositories", false, "do not add the collector's project repositories to buildroots")
 	fs.StringVar(&f.backend, "backend", "auto", "buildroot backend: auto (native for apt), native, kiwi")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "buildroot cache (default <runner root>/.cache/buildroot)")
+	fs.StringVar(&f.cacheBudget, "cache-budget", "", "disk budget of the buildroot cache, downloads and kiwi's shared cache: bytes (200G) or a percentage of the cache's file system (default: cache.budget of the runner config, else "+cachebudget.Size{Percent: cachebudget.DefaultPercent}.String()+")")
 	fs.DurationVar(&f.buildTimeout, "build-timeout", job.DefaultBuildTimeout, "maximum duration of one build step")
 	fs.DurationVar(&f.logIdle, "log-idle-limit", 0, "end a build that printed nothing for this long (default: sandbox.log_idle of the runner config, else "+job.DefaultLogIdle.String()+")")
 	fs.DurationVar(&f.fenceAfter, "fence-after", scheduler.DefaultFenceAfter, "stop builds when the runner's heartbeat has not reached the broker this long")
@@ -86,6 +89,9 @@ func (f *runnerFlags) resolve(env *Env, cfg *config.Broker) {
 		f.collectorKeyFile = cfg.Collector.KeyFile
 	}
 	f.sandbox = cfg.Sandbox
+	if f.cacheBudget == "" {
+		f.cacheBudget = cfg.Cache.Budget
+	}
 	if f.logIdle == 0 {
 		f.logIdle = f.sandbox.LogIdle
 	}
@@ -130,6 +136,9 @@ func (f *runnerFlags) jobArgs(brokerConfig string) []string {
 	if f.cacheDir != "" {
 		args = append(args, "--cache-dir", f.cacheDir)
 	}
+	if f.cacheBudget != "" {
+		args = append(args, "--cache-budget", f.cacheBudget)
+	}
 	if f.collectorURL != "" {
 		args = append(args, "--collector-url", f.collectorURL)
 	}
@@ -148,6 +157,8 @@ func (f *runnerFlags) jobConfig(logger *slog.Logger) job.Config {
 		Backend: f.backend, CacheDir: f.cacheDir, BuildTimeout: f.buildTimeout,
 		Lease: target.LeaseFile(f.runnerRoot), FenceAfter: f.fenceAfter, Logger: logger,
 		ProjectRepos: f.projectRepos()}
+	// Checked at start (budget).
+	jc.CacheBudget, _ = cachebudget.ParseSize(f.cacheBudget)
 	f.confine(&jc)
 	return jc
 }
@@ -210,6 +221,7 @@ func runJob(ctx context.Context, env *Env, args []string) int {
 	}
 	var c checks
 	c.positive("--build-timeout", rf.buildTimeout)
+	c.size("--cache-budget", rf.cacheBudget)
 	if code, ok := c.report(env, "job"); !ok {
 		return code
 	}

@@ -26,7 +26,7 @@ func TestJobArgsRoundTrip(t *testing.T) {
 	for _, in := range []runnerFlags{
 		{runnerConfig: "/etc/cloud_builder_runner.yml", runnerRoot: "/var/tmp/CB", sources: "/srv/src", thisHost: "runner-1", group: "debian",
 			brokerHosts: "b1:9092,b2:9092", collectorURL: "https://repo:8080", collectorTokenFile: "/etc/cb/token",
-			backend: "native", cacheDir: "/var/cache/cb", buildTimeout: 90 * time.Minute},
+			backend: "native", cacheDir: "/var/cache/cb", cacheBudget: "200G", buildTimeout: 90 * time.Minute},
 		{runnerConfig: "/r/runner.yml", runnerRoot: "/r o/o't", sources: "/s", thisHost: "h", group: "g", brokerHosts: "127.0.0.1:9092",
 			backend: "auto", buildTimeout: time.Hour},
 	} {

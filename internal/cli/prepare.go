@@ -109,6 +109,7 @@ func stepFlagSet(env *Env, name, synopsis string) (*stepFlags, func([]string) (i
 		}
 		var c checks
 		c.positive("--build-timeout", f.buildTimeout)
+		c.size("--cache-budget", f.cacheBudget)
 		if code, ok := c.report(env, name); !ok {
 			return code, true
 		}

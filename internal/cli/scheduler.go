@@ -49,6 +49,7 @@ func runScheduler(ctx context.Context, env *Env, args []string) int {
 	c.atLeast("--poll-timeout", *pollTimeout, 1)
 	c.atLeast("--update-interval", *updateInterval, 1)
 	c.positive("--build-timeout", rf.buildTimeout)
+	c.size("--cache-budget", rf.cacheBudget)
 	c.addr("--metrics-listen", *metricsListen)
 	if code, ok := c.report(env, "scheduler"); !ok {
 		return code
@@ -161,6 +162,7 @@ func runRunner(ctx context.Context, env *Env, logger *slog.Logger, cfg *config.B
 			})
 		})
 	}
+	watchCacheBudget(gctx, g, logger, rf)
 	g.Go("ledger", func() error { return ledger.Run(gctx) })
 	g.Go("scheduler", func() error {
 		logger.Info("scheduler running", "runner_group", rf.group, "build_limit", o.buildLimit, "runner_root", rf.runnerRoot)

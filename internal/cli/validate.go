@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-builder/cb/internal/cachebudget"
 	"github.com/cloud-builder/cb/internal/config"
 )
 
@@ -29,6 +30,13 @@ func (c *checks) atLeast(name string, v, lowest int) {
 func (c *checks) positive(name string, d time.Duration) {
 	if d <= 0 {
 		c.add("%s %s: must be greater than 0", name, d)
+	}
+}
+
+// size: a disk budget (cachebudget.ParseSize); empty is the default.
+func (c *checks) size(name, v string) {
+	if _, err := cachebudget.ParseSize(v); err != nil {
+		c.add("%s: %v", name, err)
 	}
 }
 

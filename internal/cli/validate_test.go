@@ -35,6 +35,9 @@ func TestServicesRefuseNonsenseFlags(t *testing.T) {
 		{[]string{"cb", "up", "--update-interval", "0s"}, "--update-interval 0s", nil},
 		{[]string{"cb", "up", "--repo-listen", ":65536"}, "--repo-listen", nil},
 		{[]string{"cb-prepare", "--build-timeout", "-1m"}, "--build-timeout -1m0s", nil},
+		{[]string{"cb-scheduler", "--cache-budget", "0%"}, "--cache-budget: cache budget \"0%\"", nil},
+		{[]string{"cb-prepare", "--cache-budget", "much"}, "--cache-budget", nil},
+		{[]string{"cb-scheduler"}, "cache.budget", map[string]string{config.EnvRunnerConfig: "cache:\n  budget: 200%\n"}},
 		{[]string{"cb-run", "--log-format", "xml"}, "--log-format \"xml\"", nil},
 		// Config values are checked like flags.
 		{[]string{"cb-ctl", "--watch"}, "cluster.runner_count: must not be negative", map[string]string{config.EnvCtlConfig: "cluster:\n  runner_count: -1\n"}},

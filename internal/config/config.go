@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/cloud-builder/cb/internal/atomicfile"
+	"github.com/cloud-builder/cb/internal/cachebudget"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -136,6 +137,15 @@ type Sandbox struct {
 	AllowRepositories []string `yaml:"allow_repositories"`
 }
 
+// Cache is cache: of the runner config: the runner's caches (cached
+// buildroots, downloaded packages, kiwi's shared cache).
+type Cache struct {
+	// Budget caps the disk they take together: bytes ("200G", "1.5T",
+	// plain bytes) or a percentage of the file system the cache directory
+	// is on ("50%"); empty means cachebudget.DefaultPercent.
+	Budget string `yaml:"budget,omitempty"`
+}
+
 // Endpoint is an HTTP service location with its credentials (runner
 // config): the runner's artifact endpoint and the collector's upload
 // endpoint.
@@ -180,6 +190,7 @@ type Broker struct {
 	Artifacts Endpoint `yaml:"-"`
 	Collector Endpoint `yaml:"-"`
 	Sandbox   Sandbox  `yaml:"-"`
+	Cache     Cache    `yaml:"-"`
 
 	// File is the broker config that was read; "" when it did not exist
 	// and the defaults are in effect. RunnerFile likewise.
@@ -200,6 +211,8 @@ type Runner struct {
 	Collector Endpoint `yaml:"collector,omitempty"`
 	// Sandbox confines the runner's builds.
 	Sandbox Sandbox `yaml:"sandbox,omitempty"`
+	// Cache sets the disk budget of the runner's caches.
+	Cache Cache `yaml:"cache,omitempty"`
 	// CtlArtifacts are cb-ctl's credentials for the runners' artifact
 	// endpoints (cbctl.artifacts).
 	Ctl struct {
@@ -223,6 +236,9 @@ func LoadRunner(r io.Reader) (*Runner, error) {
 		default:
 			return nil, fmt.Errorf("broker.sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
 		}
+	}
+	if _, err := cachebudget.ParseSize(c.Cache.Budget); err != nil {
+		return nil, fmt.Errorf("cache.budget: %w", err)
 	}
 	return c, nil
 }
@@ -250,6 +266,7 @@ func (b *Broker) LoadRunnerFile(path string) error {
 	b.Artifacts = r.Artifacts
 	b.Collector = r.Collector
 	b.Sandbox = r.Sandbox
+	b.Cache = r.Cache
 	return nil
 }
 

@@ -371,6 +371,21 @@ func TestDefaultPaths(t *testing.T) {
 	}
 }
 
+func TestLoadRunnerCache(t *testing.T) {
+	r, err := LoadRunner(strings.NewReader("cache:\n  budget: 200G\n"))
+	if err != nil || r.Cache.Budget != "200G" {
+		t.Fatalf("cache.budget: %+v, %v", r.Cache, err)
+	}
+	b := &Broker{}
+	p := filepath.Join(t.TempDir(), "runner.yml")
+	if err := os.WriteFile(p, []byte("cache:\n  budget: 40%\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.LoadRunnerFile(p); err != nil || b.Cache.Budget != "40%" {
+		t.Errorf("merged cache: %+v, %v", b.Cache, err)
+	}
+}
+
 func TestLoadRunnerRejects(t *testing.T) {
 	for name, tt := range map[string]struct{ doc, want string }{
 		"unknown key":            {"colector:\n  url: x\n", "colector"},
@@ -378,6 +393,8 @@ func TestLoadRunnerRejects(t *testing.T) {
 		"bad sasl mechanism":     {"broker:\n  sasl:\n    mechanism: GSSAPI\n", "GSSAPI"},
 		"missing sasl mechanism": {"broker:\n  sasl:\n    username: u\n", "broker.sasl.mechanism"},
 		"broker host here":       {"broker:\n  host: a:1\n", "broker.host"},
+		"bad cache budget":       {"cache:\n  budget: 150%\n", "cache.budget"},
+		"cache budget no size":   {"cache:\n  budget: lots\n", "cache.budget"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := LoadRunner(strings.NewReader(tt.doc)); err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/cloud-builder/cb/internal/broker"
 	"github.com/cloud-builder/cb/internal/buildroot"
+	"github.com/cloud-builder/cb/internal/cachebudget"
 	"github.com/cloud-builder/cb/internal/cgroup"
 	"github.com/cloud-builder/cb/internal/journal"
 	"github.com/cloud-builder/cb/internal/message"
@@ -55,6 +56,9 @@ type Config struct {
 	Publisher   broker.Publisher // nil: no responses are sent
 	Uploader    upload.Uploader  // nil: results stay on the runner
 	CacheDir    string           // buildroot cache, default <runner root>/.cache/buildroot
+	// CacheBudget caps the disk of the buildroot cache, the downloads
+	// and kiwi's shared cache (see cachebudget; zero: the default).
+	CacheBudget cachebudget.Size
 	// ImageCacheDir is kiwi's shared cache directory; empty means one
 	// per target below $CB_IMAGE_CACHE or the image package's default.
 	ImageCacheDir string
@@ -363,6 +367,7 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	start := time.Now()
 	layout, err := buildroot.Prepare(ctx, buildroot.Options{
 		CacheDir:          r.cfg.CacheDir,
+		Budget:            r.cfg.CacheBudget,
 		Backend:           r.cfg.Backend,
 		Fresh:             r.req.FreshBuildRoot || r.clean,
 		Timeout:           r.cfg.PrepareTimeout,
