@@ -1,8 +1,9 @@
 package native
 
 import (
-	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -34,9 +35,12 @@ import (
 //	triggers-s   dpkg triggers (man-db, libc-bin, ...)
 //	other-s      setup, hooks and cleanup
 //
-// The runs use mmdebstrap's root mode in a fresh directory (no id range),
-// an empty download cache unless the variant says otherwise, and need
-// root and the Debian archive named in this machine's apt sources.
+// The runs use mmdebstrap's root mode in a fresh directory (no id range,
+// no network namespace), in the environment and private mount namespace
+// buildroot.Exec gives the backend, with an empty download cache unless
+// the variant says otherwise; they need root and the Debian archive named
+// in this machine's apt sources. With COLD_LEVERS_LOG set to a directory,
+// every run's output is written there with a time stamp per line.
 func BenchmarkColdLevers(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -164,49 +168,71 @@ func withDir(argv []string, dirArg, dir string) []string {
 	return append(out[:1], append([]string{"--verbose"}, out[1:]...)...)
 }
 
-// runTimed runs argv and splits its duration into phases by its output.
+// runTimed runs argv as Create does (buildroot.Exec: the runner's fixed
+// environment, a private mount namespace) and splits its duration into
+// phases by its output.
 func runTimed(b *testing.B, argv []string) map[string]time.Duration {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	var (
-		wg     sync.WaitGroup
-		phases = map[string]time.Duration{}
-		tail   []string
-	)
-	start := time.Now()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s := bufio.NewScanner(pr)
-		s.Buffer(make([]byte, 64<<10), 1<<20)
-		phase, last := "other", start
-		for s.Scan() {
-			now := time.Now()
-			line := s.Text()
-			if next, ok := phaseOf(line, phase); ok {
-				phases[phase] += now.Sub(last)
-				phase, last = next, now
-			}
-			tail = append(tail, line)
-			if len(tail) > 40 {
-				tail = tail[1:]
-			}
+	w := &phaseWriter{phase: "other", last: time.Now(), phases: map[string]time.Duration{}}
+	if dir := os.Getenv("COLD_LEVERS_LOG"); dir != "" {
+		f, err := os.CreateTemp(dir, "mmdebstrap-*.log")
+		if err != nil {
+			b.Fatal(err)
 		}
-		phases[phase] += time.Since(last)
-		io.Copy(io.Discard, pr)
-	}()
-	err := cmd.Run()
-	pw.Close()
-	wg.Wait()
-	if err != nil {
-		b.Fatalf("%q: %v\n%s", argv, err, strings.Join(tail, "\n"))
+		defer f.Close()
+		w.log = f
 	}
-	return phases
+	err := buildroot.Exec(ctx, w, buildroot.ExecOptions{PrivateMounts: true}, argv...)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.phases[w.phase] += time.Since(w.last)
+	if err != nil {
+		b.Fatalf("%q: %v\n%s", argv, err, strings.Join(w.tail, "\n"))
+	}
+	return w.phases
+}
+
+// phaseWriter times the phases of mmdebstrap's output, line by line.
+type phaseWriter struct {
+	mu     sync.Mutex
+	buf    []byte
+	phase  string
+	start  time.Time
+	last   time.Time
+	phases map[string]time.Duration
+	tail   []string
+	log    io.Writer
+}
+
+func (w *phaseWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.start.IsZero() {
+		w.start = w.last
+	}
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+		now := time.Now()
+		if w.log != nil {
+			fmt.Fprintf(w.log, "%8.3f %s\n", now.Sub(w.start).Seconds(), line)
+		}
+		if next, ok := phaseOf(line, w.phase); ok {
+			w.phases[w.phase] += now.Sub(w.last)
+			w.phase, w.last = next, now
+		}
+		w.tail = append(w.tail, line)
+		if len(w.tail) > 40 {
+			w.tail = w.tail[1:]
+		}
+	}
 }
 
 // phaseOf returns the phase a progress line starts, if it starts one.
