@@ -346,6 +346,7 @@ flock -u 9
 
 ## table #####################################################################
 
+num() { awk -v a="$1" 'BEGIN { if (a == "nan" || a == "") print "-"; else printf "%.1f", a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 echo
 echo "bench/compare.sh: medians of $runs run(s), seconds; mirror from apt sources; $(nproc) CPUs"
@@ -363,19 +364,19 @@ for p in "${packages[@]}"; do
 		pbuilder) name="(d) pbuilder" ;;
 		esac
 		v=${res[$p.$m]}
-		printf '%-12s %-46s %9s %8s %9s %10s\n' "" "$name" "$v" "$(ratio "$v" "$f")" \
+		printf '%-12s %-46s %9s %8s %9s %10s\n' "" "$name" "$(num "$v")" "$(ratio "$v" "$f")" \
 			"$(ratio "$v" "${res[$p.sbuild]}")" "$(ratio "$v" "${res[$p.pbuilder]}")"
 	done
 done
 if has c; then
 	echo
-	printf '%-59s %9s\n' "(c) cold buildroot, Debian example: kiwi-ng system prepare" "${res[c.kiwi]}"
-	printf '%-59s %9s\n' "(c) cold buildroot, Debian example: native (mmdebstrap)" "${res[c.native]}"
+	printf '%-59s %9s\n' "(c) cold buildroot, Debian example: kiwi-ng system prepare" "$(num "${res[c.kiwi]}")"
+	printf '%-59s %9s\n' "(c) cold buildroot, Debian example: native (mmdebstrap)" "$(num "${res[c.native]}")"
 	printf '%-59s %9s\n' "(c) kiwi / native" "$(ratio "${res[c.kiwi]}" "${res[c.native]}")"
 fi
 if has e; then
 	echo
-	printf '%-59s %9s\n' "(e) ${res[e.n]} first builds one after another, cb total" "${res[e.cb]}"
-	printf '%-59s %9s\n' "(e) the same through sbuild, sum" "${res[e.sbuild]}"
+	printf '%-59s %9s\n' "(e) ${res[e.n]} first builds one after another, cb total" "$(num "${res[e.cb]}")"
+	printf '%-59s %9s\n' "(e) the same through sbuild, sum" "$(num "${res[e.sbuild]}")"
 	printf '%-59s %9s\n' "(e) cb / sbuild" "$(ratio "${res[e.cb]}" "${res[e.sbuild]}")"
 fi
