@@ -54,6 +54,14 @@ type InRange interface {
 	CreatesInRange() bool
 }
 
+// Keyed is implemented by backends whose roots depend on settings of
+// their own, such as the options they pass their tool: KeyOptions names
+// them, and the cache key covers it, so a root made under other settings
+// is not reused.
+type Keyed interface {
+	KeyOptions() string
+}
+
 // Backend names.
 const (
 	BackendAuto   = "auto"

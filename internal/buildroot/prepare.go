@@ -199,7 +199,7 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 		step("build dependencies from the %s source: %s", kind, strings.Join(deps, " "))
 	}
 
-	key, err := cacheKey(ctx, backend.Name(), data, prof, deps, rpms, step)
+	key, err := cacheKey(ctx, backendKey(backend), data, prof, deps, rpms, step)
 	if err != nil {
 		return fail(err)
 	}
@@ -359,6 +359,15 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	}
 	step("buildroot ready (lower %s)", layout.Lower)
 	return layout, nil
+}
+
+// backendKey is the backend's part of the cache key: its name, and its
+// own settings if it has any (see Keyed).
+func backendKey(b Backend) string {
+	if k, ok := b.(Keyed); ok {
+		return b.Name() + " " + fmt.Sprintf("%x", sha256.Sum256([]byte(k.KeyOptions())))
+	}
+	return b.Name()
 }
 
 // cacheKey hashes everything the content of a fresh root depends on.

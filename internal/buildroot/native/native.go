@@ -266,6 +266,50 @@ func pruneDebs(dir string, maxAge time.Duration) error {
 	return errors.Join(errs...)
 }
 
+// options of every mmdebstrap run for a shorter cold path, measured one by
+// one with BenchmarkColdLevers (numbers in bench/README.md):
+//   - dpkg's force-unsafe-io and, with mmdebstrap's eatmydata hooks
+//     installed, eatmydata: a buildroot is thrown away or reused read-only,
+//     so durability of each unpacked file is not worth an fsync;
+//   - no translated package descriptions from the repository indexes;
+//   - no manuals, info pages, docs (except the copyright files) and
+//     translations: builds do not read them, and leaving them out saves
+//     unpacking thousands of files (as Debian's slim images do);
+//   - man-db's index is not rebuilt, since there are no manuals.
+//
+// Options that change what a root holds (the path excludes, man-db's
+// setting) are part of its cache key through KeyOptions: a root made
+// under other options is not reused.
+func options() []string {
+	o := []string{
+		"--dpkgopt=force-unsafe-io",
+		aptNoLanguages,
+	}
+	for _, p := range []string{"man", "doc", "info", "locale"} {
+		o = append(o, "--dpkgopt=path-exclude=/usr/share/"+p+"/*")
+	}
+	o = append(o, "--dpkgopt=path-include=/usr/share/doc/*/copyright", manDBHook)
+	if fi, err := os.Stat(eatmydataHooks); err == nil && fi.IsDir() {
+		// mmdebstrap installs eatmydata only for the run.
+		o = append(o, "--hook-dir="+eatmydataHooks)
+	}
+	return o
+}
+
+const (
+	aptNoLanguages = `--aptopt=Acquire::Languages "none"`
+	manDBHook      = `--essential-hook=echo "man-db man-db/auto-update boolean false" | chroot "$1" debconf-set-selections`
+)
+
+// KeyOptions implements buildroot.Keyed: the options of options, so a
+// change of them gives new cache keys. The eatmydata hooks are left out:
+// whether this host has them changes how fast a root is made, not what
+// it holds.
+func (Backend) KeyOptions() string {
+	o := slices.DeleteFunc(options(), func(s string) bool { return strings.HasPrefix(s, "--hook-dir=") })
+	return strings.Join(o, "\n")
+}
+
 // Command is the mmdebstrap argument vector for the profile; unshare
 // selects mmdebstrap's mode for a run as root of a user namespace.
 func Command(p *buildroot.Profile, deps []string, dir string, unshare bool) ([]string, error) {
@@ -324,25 +368,8 @@ func Command(p *buildroot.Profile, deps []string, dir string, unshare bool) ([]s
 		"--format=directory",
 		"--architectures=" + buildroot.DebianArch(p.Arch),
 		"--components=" + strings.Join(components, ","),
-		// A buildroot is thrown away or reused read-only; durability of
-		// each unpacked file is not worth an fsync.
-		"--dpkgopt=force-unsafe-io",
-		"--aptopt=Acquire::Languages \"none\"",
 	}
-	// Builds do not read manuals, info pages or translations; leaving them
-	// out saves unpacking thousands of files (as Debian's slim images do).
-	// Copyright files stay.
-	for _, p := range []string{"man", "doc", "info", "locale"} {
-		argv = append(argv, "--dpkgopt=path-exclude=/usr/share/"+p+"/*")
-	}
-	argv = append(argv, "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-		// Without manuals man-db's index rebuild is pure overhead.
-		`--essential-hook=echo "man-db man-db/auto-update boolean false" | chroot "$1" debconf-set-selections`)
-	if fi, err := os.Stat(eatmydataHooks); err == nil && fi.IsDir() {
-		// eatmydata also turns off the fsyncs of apt and maintainer
-		// scripts; mmdebstrap installs it only for the run.
-		argv = append(argv, "--hook-dir="+eatmydataHooks)
-	}
+	argv = append(argv, options()...)
 	if len(include) > 0 {
 		argv = append(argv, "--include="+strings.Join(include, ","))
 	}

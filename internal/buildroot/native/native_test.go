@@ -25,6 +25,15 @@ func TestCommand(t *testing.T) {
 	for _, want := range []string{
 		"--mode=root", "--architectures=amd64", "--components=main,contrib",
 		"--include=ca-certificates,build-essential,debhelper,libfoo-dev",
+		// The cold-path levers (see options).
+		"--dpkgopt=force-unsafe-io",
+		`--aptopt=Acquire::Languages "none"`,
+		"--dpkgopt=path-exclude=/usr/share/man/*",
+		"--dpkgopt=path-exclude=/usr/share/doc/*",
+		"--dpkgopt=path-exclude=/usr/share/info/*",
+		"--dpkgopt=path-exclude=/usr/share/locale/*",
+		"--dpkgopt=path-include=/usr/share/doc/*/copyright",
+		`--essential-hook=echo "man-db man-db/auto-update boolean false" | chroot "$1" debconf-set-selections`,
 	} {
 		if !slices.Contains(argv, want) {
 			t.Errorf("argv lacks %q: %q", want, argv)
@@ -63,5 +72,38 @@ func TestCommandSignedBy(t *testing.T) {
 	if !slices.Contains(argv, "deb [signed-by=/keys/repo.gpg] http://repo:8080/projects/T/bookworm bookworm main") ||
 		!slices.Contains(argv, "deb http://deb.example/debian bookworm main") {
 		t.Fatalf("argv %q", argv)
+	}
+}
+
+// Every option that changes what a root holds is in the cache key, so
+// roots made under other options are not reused; whether the eatmydata
+// hooks exist on this host only changes the speed and is not.
+func TestKeyOptions(t *testing.T) {
+	var b buildroot.Backend = Backend{}
+	k, ok := b.(buildroot.Keyed)
+	if !ok {
+		t.Fatal("the native backend does not put its options into the cache key")
+	}
+	key := k.KeyOptions()
+	argv, err := Command(&buildroot.Profile{Name: "bookworm.x86_64", Arch: "x86_64", PackageManager: "apt",
+		Repositories: []buildroot.Repository{{Type: buildroot.RepoAptDeb, Path: "http://deb.example/debian", Distribution: "bookworm", Components: []string{"main"}}}},
+		nil, "/x", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, a := range argv {
+		if strings.HasPrefix(a, "--dpkgopt=") || strings.HasPrefix(a, "--aptopt=") || strings.HasPrefix(a, "--essential-hook=") {
+			n++
+			if !strings.Contains(key, a) {
+				t.Errorf("option %q of the argv is not in the key options %q", a, key)
+			}
+		}
+	}
+	if n < 7 {
+		t.Errorf("only %d content options in %q", n, argv)
+	}
+	if strings.Contains(key, "--hook-dir") {
+		t.Errorf("key options name the eatmydata hooks: %q", key)
 	}
 }
