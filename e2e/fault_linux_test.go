@@ -193,7 +193,11 @@ func TestFaultSuite(t *testing.T) {
 		fs.killRandomJob()
 	}
 	send(cfg.requests)
-	fs.waitRunning(1)
+	if finals, _, _ := fs.countFinals(ids); len(finals) < len(ids) {
+		// The crash meets a build, unless every request is answered
+		// already (the soak's long takeover phase can get that far).
+		fs.waitRunning(1)
+	}
 	start = time.Now()
 	fs.restartBroker(syscall.SIGKILL)
 	fs.waitAllHeartbeats(start)
