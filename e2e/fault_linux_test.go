@@ -93,12 +93,16 @@ func TestFaultSuite(t *testing.T) {
 	cfg := loadFaultConfig(t)
 	t.Logf("fault suite: %d requests, cut %s, build sleep %ds, %d random kills each, seed %d", cfg.requests, cfg.cut, cfg.buildSleep, cfg.kills, cfg.seed)
 	fs := newFaultSystem(t, cfg)
+	recovery := map[string]time.Duration{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			// What happened when, for a failure far into the suite.
 			fs.mu.Lock()
 			t.Logf("events:\n    %s", strings.Join(fs.events, "\n    "))
 			fs.mu.Unlock()
+			for k, v := range recovery {
+				t.Logf("recovery so far: %s %s", k, v.Round(100*time.Millisecond))
+			}
 			fs.keepLogs()
 		}
 	})
@@ -112,7 +116,6 @@ func TestFaultSuite(t *testing.T) {
 			ids = append(ids, fs.request(len(ids)))
 		}
 	}
-	recovery := map[string]time.Duration{}
 	batch := max(cfg.requests/6, 1)
 
 	// 1. Work arrives; random jobs and schedulers are killed with -9.
