@@ -23,10 +23,21 @@ type threadNS struct {
 // them. The thread is never handed back to the Go scheduler (the
 // goroutine ends locked, which ends the thread), so nothing else ever
 // runs in them and they go with the command.
+//
+// The main thread is the exception: the runtime never ends it, it only
+// parks it, and its namespaces (with their bind mounts) would stay for
+// the life of the process. So a goroutine that finds itself locked to the
+// main thread keeps it, so that the next one cannot land there, and
+// starts the work from another goroutine.
 func (ns threadNS) start(start func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			errc <- ns.start(start)
+			runtime.UnlockOSThread()
+			return
+		}
 		errc <- ns.enter(start)
 	}()
 	return <-errc
