@@ -25,6 +25,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	rpmversion "github.com/knqyf263/go-rpm-version"
 	"github.com/ulikunitz/xz"
+
+	"github.com/cloud-builder/cb/internal/repo"
 )
 
 // maxPrimary bounds a decompressed primary.xml.
@@ -170,25 +172,10 @@ func (p *rpmPackage) validate() error {
 	return nil
 }
 
-// repomdDoc is the part of repomd.xml read here.
-type repomdDoc struct {
-	Data []struct {
-		Type     string `xml:"type,attr"`
-		Checksum struct {
-			Type  string `xml:"type,attr"`
-			Value string `xml:",chardata"`
-		} `xml:"checksum"`
-		Location struct {
-			Href string `xml:"href,attr"`
-			Base string `xml:"base,attr"`
-		} `xml:"location"`
-	} `xml:"data"`
-}
-
 // primaryRef returns the location and checksum of the primary metadata
 // that repomd.xml names, validated.
 func primaryRef(repomd []byte) (href, sumType, sum string, err error) {
-	var md repomdDoc
+	var md repo.Repomd
 	if err := xml.Unmarshal(repomd, &md); err != nil {
 		return "", "", "", fmt.Errorf("parse repomd.xml: %w", err)
 	}
@@ -218,32 +205,15 @@ func primaryRef(repomd []byte) (href, sumType, sum string, err error) {
 // parsePrimary reads primary.xml one package at a time and validates
 // every package.
 func parsePrimary(r io.Reader) ([]rpmPackage, error) {
-	type dep struct {
-		Name  string `xml:"name,attr"`
-		Flags string `xml:"flags,attr"`
-		Epoch string `xml:"epoch,attr"`
-		Ver   string `xml:"ver,attr"`
-		Rel   string `xml:"rel,attr"`
-	}
 	type entry struct {
-		Type    string `xml:"type,attr"`
-		Name    string `xml:"name"`
-		Arch    string `xml:"arch"`
-		Version struct {
-			Epoch string `xml:"epoch,attr"`
-			Ver   string `xml:"ver,attr"`
-			Rel   string `xml:"rel,attr"`
-		} `xml:"version"`
-		Checksum struct {
-			Type  string `xml:"type,attr"`
-			Value string `xml:",chardata"`
-		} `xml:"checksum"`
-		Location struct {
-			Href string `xml:"href,attr"`
-			Base string `xml:"base,attr"`
-		} `xml:"location"`
-		Provides []dep `xml:"format>provides>entry"`
-		Requires []dep `xml:"format>requires>entry"`
+		Type     string           `xml:"type,attr"`
+		Name     string           `xml:"name"`
+		Arch     string           `xml:"arch"`
+		Version  repo.XMLVersion  `xml:"version"`
+		Checksum repo.XMLChecksum `xml:"checksum"`
+		Location repo.XMLLocation `xml:"location"`
+		Provides []repo.XMLDep    `xml:"format>provides>entry"`
+		Requires []repo.XMLDep    `xml:"format>requires>entry"`
 	}
 	dec := xml.NewDecoder(r)
 	var out []rpmPackage

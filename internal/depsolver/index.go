@@ -21,6 +21,8 @@ import (
 	"github.com/ulikunitz/xz"
 	"pault.ag/go/debian/control"
 	"pault.ag/go/debian/dependency"
+
+	"github.com/cloud-builder/cb/internal/repo"
 )
 
 // maxIndexSize bounds an index download (decompressed).
@@ -179,14 +181,7 @@ func ParsePackages(r io.Reader) ([]Binary, error) {
 // RPMPackages reads the primary metadata of an rpm-md repository.
 func RPMPackages(ctx context.Context, baseURL string) ([]Binary, error) {
 	base := strings.TrimRight(baseURL, "/") + "/"
-	var md struct {
-		Data []struct {
-			Type     string `xml:"type,attr"`
-			Location struct {
-				Href string `xml:"href,attr"`
-			} `xml:"location"`
-		} `xml:"data"`
-	}
+	var md repo.Repomd
 	err := fetchIndex(ctx, base, []string{"repodata/repomd.xml"}, func(r io.Reader) error {
 		return xml.NewDecoder(r).Decode(&md)
 	})
@@ -215,27 +210,12 @@ func RPMPackages(ctx context.Context, baseURL string) ([]Binary, error) {
 // ParsePrimary reads an rpm-md primary.xml, one package at a time.
 func ParsePrimary(r io.Reader) ([]Binary, error) {
 	type entry struct {
-		Name    string `xml:"name"`
-		Arch    string `xml:"arch"`
-		Version struct {
-			Epoch string `xml:"epoch,attr"`
-			Ver   string `xml:"ver,attr"`
-			Rel   string `xml:"rel,attr"`
-		} `xml:"version"`
-		Checksum struct {
-			Type  string `xml:"type,attr"`
-			Value string `xml:",chardata"`
-		} `xml:"checksum"`
-		Location struct {
-			Href string `xml:"href,attr"`
-		} `xml:"location"`
-		Provides []struct {
-			Name  string `xml:"name,attr"`
-			Flags string `xml:"flags,attr"`
-			Epoch string `xml:"epoch,attr"`
-			Ver   string `xml:"ver,attr"`
-			Rel   string `xml:"rel,attr"`
-		} `xml:"format>provides>entry"`
+		Name     string           `xml:"name"`
+		Arch     string           `xml:"arch"`
+		Version  repo.XMLVersion  `xml:"version"`
+		Checksum repo.XMLChecksum `xml:"checksum"`
+		Location repo.XMLLocation `xml:"location"`
+		Provides []repo.XMLDep    `xml:"format>provides>entry"`
 	}
 	dec := xml.NewDecoder(r)
 	var out []Binary

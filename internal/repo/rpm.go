@@ -19,15 +19,39 @@ type Repomd struct {
 
 // RepomdData is one metadata file listed in repomd.xml.
 type RepomdData struct {
-	Type     string `xml:"type,attr"`
-	Checksum struct {
+	Type     string      `xml:"type,attr"`
+	Checksum XMLChecksum `xml:"checksum"`
+	Location XMLLocation `xml:"location"`
+}
+
+// The elements rpm-md metadata (repomd.xml, primary.xml) shares.
+type (
+	// XMLChecksum is <checksum type="sha256">hex</checksum>.
+	XMLChecksum struct {
 		Type  string `xml:"type,attr"`
 		Value string `xml:",chardata"`
-	} `xml:"checksum"`
-	Location struct {
+	}
+	// XMLLocation is <location href="…"/>; a Base (xml:base) points
+	// away from the repository.
+	XMLLocation struct {
 		Href string `xml:"href,attr"`
-	} `xml:"location"`
-}
+		Base string `xml:"base,attr"`
+	}
+	// XMLVersion is a package's <version epoch ver rel/>.
+	XMLVersion struct {
+		Epoch string `xml:"epoch,attr"`
+		Ver   string `xml:"ver,attr"`
+		Rel   string `xml:"rel,attr"`
+	}
+	// XMLDep is one <entry/> of a provides or requires list.
+	XMLDep struct {
+		Name  string `xml:"name,attr"`
+		Flags string `xml:"flags,attr"`
+		Epoch string `xml:"epoch,attr"`
+		Ver   string `xml:"ver,attr"`
+		Rel   string `xml:"rel,attr"`
+	}
+)
 
 // ReadRepomd parses dir/repodata/repomd.xml.
 func ReadRepomd(dir string) (*Repomd, error) {

@@ -18,19 +18,11 @@ import (
 
 // PrimaryPackage is one package of primary.xml.
 type PrimaryPackage struct {
-	Name     string `xml:"name"`
-	Arch     string `xml:"arch"`
-	Checksum struct {
-		Type  string `xml:"type,attr"`
-		Value string `xml:",chardata"`
-	} `xml:"checksum"`
-	Location struct {
-		Href string `xml:"href,attr"`
-	} `xml:"location"`
-	Version struct {
-		Ver string `xml:"ver,attr"`
-		Rel string `xml:"rel,attr"`
-	} `xml:"version"`
+	Name     string           `xml:"name"`
+	Arch     string           `xml:"arch"`
+	Checksum repo.XMLChecksum `xml:"checksum"`
+	Location repo.XMLLocation `xml:"location"`
+	Version  repo.XMLVersion  `xml:"version"`
 }
 
 // Primary reads the packages listed by the primary metadata of the rpm-md
