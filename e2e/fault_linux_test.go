@@ -632,13 +632,23 @@ func (fs *faultSystem) waitRunningOn(i int) {
 // journal entry "running".
 func (fs *faultSystem) buildingOn(i int) []string {
 	var out []string
-	for id := range fs.jobPIDs(i) {
-		entry, err := os.ReadFile(filepath.Join(fs.runnerRoot(i), "journal", id+".yml"))
-		if err == nil && journalRunning.Match(entry) {
-			out = append(out, id)
-		}
+	for id := range fs.buildingJobs(i) {
+		out = append(out, id)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// buildingJobs returns the job pids of runner i whose journal entry is
+// "running", by request id.
+func (fs *faultSystem) buildingJobs(i int) map[string]int {
+	out := map[string]int{}
+	for id, pid := range fs.jobPIDs(i) {
+		entry, err := os.ReadFile(filepath.Join(fs.runnerRoot(i), "journal", id+".yml"))
+		if err == nil && journalRunning.Match(entry) {
+			out[id] = pid
+		}
+	}
 	return out
 }
 
@@ -769,11 +779,7 @@ func (fs *faultSystem) sampleJobs(ctx context.Context) {
 	for n := 1; ctx.Err() == nil; n++ {
 		now := time.Now()
 		for i := 1; i <= 3; i++ {
-			for id, pid := range fs.jobPIDs(i) {
-				entry, err := os.ReadFile(filepath.Join(fs.runnerRoot(i), "journal", id+".yml"))
-				if err != nil || !journalRunning.Match(entry) {
-					continue
-				}
+			for id, pid := range fs.buildingJobs(i) {
 				fs.mu.Lock()
 				m := fs.jobs[id]
 				if m == nil {
