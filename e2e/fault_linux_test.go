@@ -762,10 +762,6 @@ func (fs *faultSystem) countFinals(ids []string) (counts map[string]int, succeed
 	return c, ok, failed
 }
 
-// sampleJobs records, every 200ms, which runner builds which request: a
-// live job whose journal entry is running. A job that released its
-// request (fenced) or recorded its final response may still be ending
-// (its broker client closing); it builds nothing any more.
 // jobSpan is one stretch of samples in which a runner's job of a request
 // was alive with its journal entry "running": first and last sample seen,
 // and the sample number of the last one.
@@ -775,6 +771,10 @@ type jobSpan struct {
 	sample      int
 }
 
+// sampleJobs records, every 200ms, which runner builds which request: a
+// live job whose journal entry is running. A job that released its
+// request (fenced) or recorded its final response may still be ending
+// (its broker client closing); it builds nothing any more.
 func (fs *faultSystem) sampleJobs(ctx context.Context) {
 	for n := 1; ctx.Err() == nil; n++ {
 		now := time.Now()
