@@ -20,7 +20,10 @@ const LayoutFile = "layout.json"
 // private mount namespace, so no mount outlives a build; Prepare never
 // mounts anything.
 type Layout struct {
-	Lower  string `json:"lower"`  // cached base root; never write to it
+	// Lower is the cached root, read-only: one directory, or the layers
+	// of a layered root separated by ':', topmost first (the target's
+	// build dependencies, then the base). Never write to it.
+	Lower  string `json:"lower"`
 	Upper  string `json:"upper"`  // overlay upperdir
 	Work   string `json:"work"`   // overlay workdir (same file system as Upper)
 	Merged string `json:"merged"` // empty mount point, the target's Dir()
@@ -64,7 +67,9 @@ func readLayout(path string) (*Layout, error) {
 	if err := json.Unmarshal(data, &l); err != nil {
 		return nil, fmt.Errorf("read buildroot layout %s: %w", path, err)
 	}
-	for _, p := range []string{l.Lower, l.Upper, l.Work, l.Merged} {
+	// A layered root has several lower dirs, topmost first, separated
+	// by ':' as in the overlay's lowerdir option.
+	for _, p := range append(strings.Split(l.Lower, ":"), l.Upper, l.Work, l.Merged) {
 		// The paths go into a mount data string, where a comma would
 		// start another option.
 		if !filepath.IsAbs(p) || filepath.Clean(p) != p || strings.ContainsAny(p, ",:\x00\n") {

@@ -166,13 +166,55 @@ func TestPrepareNativeCache(t *testing.T) {
 		t.Fatalf("concurrent cold prepares: hit %v/%v, lower %s/%s, backend %s",
 			cold.CacheHit, shared.CacheHit, cold.Lower, shared.Lower, cold.Backend)
 	}
-	if n := strings.Count(slogBuf.String(), "buildroot cache miss"); n != 1 {
-		t.Errorf("%d cache misses logged, want 1:\n%s", n, slogBuf.String())
+	// One miss for the base layer, one for cb-hello's target layer.
+	if n := strings.Count(slogBuf.String(), "buildroot cache miss"); n != 2 {
+		t.Errorf("%d cache misses logged, want 2:\n%s", n, slogBuf.String())
 	}
+	coldLayers := strings.Split(cold.Lower, ":")
+	if len(coldLayers) != 2 {
+		t.Fatalf("lower = %s, want a target layer on a base layer", cold.Lower)
+	}
+	base := coldLayers[1]
 	if !strings.Contains(prepLog.String(), "buildroot cache miss") {
 		t.Error("prepare log does not show the cache decision")
 	}
 	checkRoot(t, ctx, cold, tg, "build-essential", "dpkg", "debhelper", "gcc")
+
+	// Another package on the same base: only its own build dependencies
+	// are installed, in a target layer on the cached base layer.
+	zlibPkg := dependentPackage(t, "cb-zlib", "debhelper", "debhelper-compat (= 13), zlib1g-dev")
+	other2 := newTarget(t, root, "projects/Debian/cb-zlib")
+	slogBuf = syncBuffer{}
+	start = time.Now()
+	second, err := buildroot.Prepare(ctx, opts, zlibPkg, other2)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, prepLog.String())
+	}
+	t.Logf("prepare of a second package on the cached base: %v", time.Since(start).Round(time.Millisecond))
+	secondLayers := strings.Split(second.Lower, ":")
+	if second.CacheHit || len(secondLayers) != 2 || secondLayers[1] != base || secondLayers[0] == coldLayers[0] || second.CacheKey == cold.CacheKey {
+		t.Fatalf("second package: hit=%v lower=%s, want a new target layer on %s", second.CacheHit, second.Lower, base)
+	}
+	if n := strings.Count(slogBuf.String(), "buildroot cache miss"); n != 1 || !strings.Contains(slogBuf.String(), "layer=base") {
+		t.Errorf("second package: %d misses (want only the target layer's), base layer not reused:\n%s", n, slogBuf.String())
+	}
+	if _, err := os.Stat(filepath.Join(secondLayers[0], "usr/include/zlib.h")); err != nil {
+		t.Errorf("the target layer lacks the package's build dependency: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(secondLayers[0], "usr/bin/gcc")); err == nil {
+		t.Error("the target layer holds a copy of the base layer")
+	}
+	if solved, err := buildroot.ReadSolved(other2.SolverFile()); err != nil || solved.Packages["zlib1g-dev"].Version == "" ||
+		solved.Packages["gcc"].Version == "" || solved.CacheKey != second.CacheKey {
+		t.Errorf("solver file of the layered root: %+v, %v", solved, err)
+	}
+	var out bytes.Buffer
+	err = buildroot.Exec(ctx, &out, buildroot.ExecOptions{PrivateMounts: true}, "sh", "-ec",
+		`mount -t overlay overlay -o "$1" "$2"; test -x "$2/usr/bin/gcc"; test -f "$2/usr/include/zlib.h"; test -f "$2$3/debian/control"`,
+		"sh", second.OverlayOptions(), second.Merged, second.PackageDir)
+	if err != nil {
+		t.Errorf("overlay of the layered layout is not a usable buildroot: %v\n%s", err, out.String())
+	}
 
 	// Leftovers of the build step in the target must not survive a prepare.
 	if err := os.WriteFile(filepath.Join(cold.Upper, "leftover"), []byte("x"), 0o644); err != nil {
@@ -202,22 +244,30 @@ func TestPrepareNativeCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fresh.CacheHit || fresh.Lower == cold.Lower || fresh.CacheKey != cold.CacheKey {
+	// A fresh base layer gets new target layers.
+	freshLayers := strings.Split(fresh.Lower, ":")
+	if fresh.CacheHit || len(freshLayers) != 2 || freshLayers[1] == base || freshLayers[0] == coldLayers[0] ||
+		filepath.Dir(freshLayers[1]) != filepath.Dir(base) {
 		t.Fatalf("fresh prepare: hit=%v lower=%s", fresh.CacheHit, fresh.Lower)
 	}
 	if !strings.Contains(slogBuf.String(), "buildroot cache miss") {
 		t.Errorf("fresh prepare did not log a miss:\n%s", slogBuf.String())
 	}
-	// The old generation is still the other target's lower dir: kept.
-	if _, err := os.Stat(cold.Lower); err != nil {
+	// The old generation is still the other targets' lower dir: kept.
+	if _, err := os.Stat(base); err != nil {
 		t.Errorf("generation in use by another target was removed: %v", err)
 	}
 	// Once no layout points at it any more, it goes.
 	opts.Fresh = false
+	for _, tgt := range []target.Target{other, other2} {
+		if err := os.RemoveAll(tgt.Work()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := buildroot.Prepare(ctx, opts, debianExample, other); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(cold.Lower); err == nil {
+	if _, err := os.Stat(base); err == nil {
 		t.Error("unreferenced old generation kept")
 	}
 	checkRoot(t, ctx, fresh, tg, "build-essential", "dpkg")

@@ -1,0 +1,122 @@
+package buildroot
+
+import (
+	"context"
+	"slices"
+	"testing"
+)
+
+func layerProfile(digest string) *Profile {
+	return &Profile{
+		Name: "bookworm.x86_64", Arch: "x86_64", PackageManager: "apt",
+		Repositories: []Repository{{Type: RepoAptDeb, Path: "http://archive.example.org/debian",
+			Distribution: "bookworm", Components: []string{"main"}, KeyDigest: digest}},
+		Bootstrap: []string{"ca-certificates"},
+		Packages:  []string{"debhelper", "fakeroot"},
+	}
+}
+
+func mustBaseKey(t *testing.T, p *Profile) string {
+	t.Helper()
+	k, err := baseLayerKey(context.Background(), BackendNative, baseProfile(p), func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func mustTargetKey(t *testing.T, base, gen string, deps []string, extra ...Repository) string {
+	t.Helper()
+	k, err := targetLayerKey(context.Background(), base, gen, deps, extra, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestBaseProfileAddsBasePackages(t *testing.T) {
+	p := layerProfile("d1")
+	b := baseProfile(p)
+	if !slices.Contains(b.Packages, "build-essential") || slices.Contains(p.Packages, "build-essential") {
+		t.Fatalf("base packages %v (profile's %v)", b.Packages, p.Packages)
+	}
+	p.Packages = append(p.Packages, "build-essential")
+	if n := len(baseProfile(p).Packages); n != len(p.Packages) {
+		t.Errorf("build-essential listed twice: %v", baseProfile(p).Packages)
+	}
+	// Listing build-essential in the description or not asks for the
+	// same base.
+	if mustBaseKey(t, p) != mustBaseKey(t, layerProfile("d1")) {
+		t.Error("an explicit build-essential gives another base layer")
+	}
+}
+
+func TestLayerKeys(t *testing.T) {
+	base := mustBaseKey(t, layerProfile("d1"))
+	if len(base) != 64 || !keyRE.MatchString(base) {
+		t.Fatalf("base key %q is no cache key", base)
+	}
+	deps := []string{"build-essential", "debhelper-compat", "zlib1g-dev"}
+	target := mustTargetKey(t, base, "root-1", deps)
+
+	// The same dependency set shares the target layer, in any order.
+	if got := mustTargetKey(t, base, "root-1", []string{"zlib1g-dev", "debhelper-compat", "build-essential", "zlib1g-dev"}); got != target {
+		t.Error("the same dependency set gives another target layer")
+	}
+	// Another dependency set: a new target layer on the same base.
+	if got := mustTargetKey(t, base, "root-1", append(deps, "libssl-dev")); got == target {
+		t.Error("a new build dependency keeps the target layer")
+	}
+	if got := mustTargetKey(t, base, "root-1", deps[:2]); got == target {
+		t.Error("a dropped build dependency keeps the target layer")
+	}
+	// A new base generation (a fresh root) gets new target layers.
+	if got := mustTargetKey(t, base, "root-2", deps); got == target {
+		t.Error("a rebuilt base layer keeps the target layer")
+	}
+	// The project repositories are the target layer's, by index.
+	proj := Repository{Type: RepoAptDeb, Path: "http://collector.example.org/projects/Debian/bookworm",
+		Distribution: "./", KeyDigest: "p1", SignedBy: "/cache/collector.gpg"}
+	withProj := mustTargetKey(t, base, "root-1", deps, proj)
+	if withProj == target {
+		t.Error("a project repository keeps the target layer")
+	}
+	proj.KeyDigest = "p2"
+	if mustTargetKey(t, base, "root-1", deps, proj) == withProj {
+		t.Error("a new project repository index keeps the target layer")
+	}
+
+	// The base does not depend on the target's build dependencies, but on
+	// every input of the root it holds.
+	for name, change := range map[string]func(p *Profile){
+		"repository index": func(p *Profile) { p.Repositories[0].KeyDigest = "d2" },
+		"repository":       func(p *Profile) { p.Repositories[0].Path = "http://other.example.org/debian" },
+		"distribution":     func(p *Profile) { p.Repositories[0].Distribution = "trixie" },
+		"components":       func(p *Profile) { p.Repositories[0].Components = []string{"main", "contrib"} },
+		"image packages":   func(p *Profile) { p.Packages = append(p.Packages, "rpm") },
+		"bootstrap":        func(p *Profile) { p.Bootstrap = nil },
+		"arch":             func(p *Profile) { p.Arch = "aarch64" },
+		"profile":          func(p *Profile) { p.Name = "trixie.x86_64" },
+	} {
+		p := layerProfile("d1")
+		change(p)
+		if mustBaseKey(t, p) == base {
+			t.Errorf("a %s change keeps the base layer", name)
+		}
+	}
+	if k, _ := baseLayerKey(context.Background(), BackendKiwi, baseProfile(layerProfile("d1")), func(string, ...any) {}); k == base {
+		t.Error("another backend shares the base layer")
+	}
+	// A description that differs only in what the root does not depend
+	// on (package order, duplicates) asks for the same base.
+	p := layerProfile("d1")
+	p.Packages = []string{"fakeroot", "debhelper", "fakeroot"}
+	if mustBaseKey(t, p) != base {
+		t.Error("package order changes the base layer")
+	}
+	// A repository index change gives a new base and so new target layers.
+	p = layerProfile("d2")
+	if mustTargetKey(t, mustBaseKey(t, p), "root-1", deps) == target {
+		t.Error("a repository index change keeps the target layer")
+	}
+}
