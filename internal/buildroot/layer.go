@@ -35,6 +35,8 @@ import (
 // refs, eviction); a layout's Lower names both, topmost first.
 
 // LayerBackend is implemented by backends that can add a layer to a root.
+// They create base layers (Create with KeepIndexes) and target layers as
+// the request's id range, as an InRange backend does.
 type LayerBackend interface {
 	Backend
 	// CreateLayer installs r.Deps (and the packages of the profile's

@@ -2,7 +2,10 @@ package buildroot
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -118,5 +121,55 @@ func TestLayerKeys(t *testing.T) {
 	p = layerProfile("d2")
 	if mustTargetKey(t, mustBaseKey(t, p), "root-1", deps) == target {
 		t.Error("a repository index change keeps the target layer")
+	}
+}
+
+func TestReadLayoutLayers(t *testing.T) {
+	p := filepath.Join(t.TempDir(), LayoutFile)
+	for lower, ok := range map[string]bool{
+		"/cache/t/root-1:/cache/b/root-2": true,
+		"/cache/b/root-2":                 true,
+		"/cache/t/root-1:":                false,
+		":/cache/b/root-2":                false,
+		"/cache/t/root-1:relative":        false,
+		"/cache/t/../root-1:/cache/b":     false,
+		"/cache/t:/b,upperdir=/etc":       false,
+	} {
+		must(t, writeJSON(p, Layout{Lower: lower, Upper: "/u", Work: "/w", Merged: "/m"}))
+		if _, err := readLayout(p); (err == nil) != ok {
+			t.Errorf("lower %q: err = %v", lower, err)
+		}
+	}
+}
+
+// A layout keeps the generations of all its layers; the rest go.
+func TestReferencedLayers(t *testing.T) {
+	c := cache{dir: t.TempDir()}
+	base, tgt := strings.Repeat("b", 64), strings.Repeat("a", 64)
+	for _, k := range []string{base, tgt} {
+		for _, g := range []string{"root-old", "root-new"} {
+			must(t, os.MkdirAll(filepath.Join(c.keyDir(k), g), 0o755))
+		}
+		must(t, os.WriteFile(filepath.Join(c.keyDir(k), "current"), []byte("root-new\n"), 0o644))
+	}
+	layout := filepath.Join(t.TempDir(), LayoutFile)
+	must(t, writeJSON(layout, Layout{Lower: filepath.Join(c.keyDir(tgt), "root-old") + ":" + filepath.Join(c.keyDir(base), "root-old"),
+		Upper: "/u", Work: "/w", Merged: "/m"}))
+	for _, k := range []string{base, tgt} {
+		must(t, c.addRef(k, layout))
+		must(t, c.pruneGenerations(k))
+		if _, err := os.Stat(filepath.Join(c.keyDir(k), "root-old")); err != nil {
+			t.Errorf("layer generation in use removed: %v", err)
+		}
+	}
+	must(t, os.Remove(layout))
+	for _, k := range []string{base, tgt} {
+		must(t, c.pruneGenerations(k))
+		if _, err := os.Stat(filepath.Join(c.keyDir(k), "root-old")); err == nil {
+			t.Error("unused layer generation kept")
+		}
+		if _, err := os.Stat(filepath.Join(c.keyDir(k), "root-new")); err != nil {
+			t.Errorf("current generation removed: %v", err)
+		}
 	}
 }
