@@ -127,7 +127,7 @@ func checkRoot(t *testing.T, ctx context.Context, l *buildroot.Layout, tg target
 }
 
 func TestPrepareNativeCache(t *testing.T) {
-	requireRootTools(t, "mmdebstrap", "dpkg-query")
+	requireRootTools(t, "mmdebstrap", "dpkg-query", "bwrap", "dpkg-deb", "gpg", "gpgconf")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	root := t.TempDir()
@@ -216,6 +216,28 @@ func TestPrepareNativeCache(t *testing.T) {
 		t.Errorf("overlay of the layered layout is not a usable buildroot: %v\n%s", err, out.String())
 	}
 
+	// A package that build-depends on a package of its project's signed
+	// repository: its target layer adds the repository, on the same base.
+	pr := serveProjectRepo(t, ctx, projectDeb(t, "cb-projdep", "1.2-3", "", ""), "cb-projdep")
+	userPkg := dependentPackage(t, "cb-user", "debhelper", "debhelper-compat (= 13), cb-projdep (>= 1.2)")
+	userTg := newTarget(t, root, "projects/T/cb-user")
+	popts := opts
+	popts.ProjectRepos = pr
+	slogBuf = syncBuffer{}
+	start = time.Now()
+	user, err := buildroot.Prepare(ctx, popts, userPkg, userTg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, prepLog.String())
+	}
+	t.Logf("prepare of a package with a project repository on the cached base: %v", time.Since(start).Round(time.Millisecond))
+	userLayers := strings.Split(user.Lower, ":")
+	if user.CacheHit || len(userLayers) != 2 || userLayers[1] != base {
+		t.Fatalf("project package: hit=%v lower=%s, want a new target layer on %s", user.CacheHit, user.Lower, base)
+	}
+	if solved, err := buildroot.ReadSolved(userTg.SolverFile()); err != nil || solved.Packages["cb-projdep"].Version != "1.2-3" {
+		t.Errorf("cb-projdep from the project repository not in the root: %v", err)
+	}
+
 	// Leftovers of the build step in the target must not survive a prepare.
 	if err := os.WriteFile(filepath.Join(cold.Upper, "leftover"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -259,7 +281,7 @@ func TestPrepareNativeCache(t *testing.T) {
 	}
 	// Once no layout points at it any more, it goes.
 	opts.Fresh = false
-	for _, tgt := range []target.Target{other, other2} {
+	for _, tgt := range []target.Target{other, other2, userTg} {
 		if err := os.RemoveAll(tgt.Work()); err != nil {
 			t.Fatal(err)
 		}
