@@ -1,6 +1,7 @@
 package buildroot
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -258,9 +259,13 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 	}
 	bdir := filepath.Join(c.keyDir(bkey), bgen)
 
+	provided, err := installedNames(bdir)
+	if err != nil {
+		return nil, fmt.Errorf("read base layer: %w", err)
+	}
 	var missing []string
 	for _, d := range e.deps {
-		if _, ok := basePkgs[d]; !ok {
+		if !provided[d] {
 			missing = append(missing, d)
 		}
 	}
@@ -398,4 +403,56 @@ func (e *layerEnv) baseLayer(ctx context.Context, key string, base *Profile, dow
 		return "", false, nil, err
 	}
 	return gen, hit, pkgs, nil
+}
+
+// installedNames returns the names of the packages installed in root and
+// of the virtual packages they provide (debhelper provides
+// debhelper-compat): what a build dependency, whose version constraint
+// is dropped as for any root, finds there.
+func installedNames(root string) (map[string]bool, error) {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	f, err := r.Open("var/lib/dpkg/status")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names := map[string]bool{}
+	var pkg, provides string
+	installed := false
+	flush := func() {
+		if installed && pkg != "" {
+			names[pkg] = true
+			for _, p := range strings.Split(provides, ",") {
+				n := strings.TrimSpace(p)
+				if i := strings.IndexAny(n, " ("); i >= 0 {
+					n = n[:i]
+				}
+				if n != "" {
+					names[n] = true
+				}
+			}
+		}
+		pkg, provides, installed = "", "", false
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			flush()
+		case strings.HasPrefix(line, "Package:"):
+			pkg = strings.TrimSpace(strings.TrimPrefix(line, "Package:"))
+		case strings.HasPrefix(line, "Status:"):
+			installed = strings.HasSuffix(strings.TrimSpace(line), " installed")
+		case strings.HasPrefix(line, "Provides:"):
+			provides = strings.TrimPrefix(line, "Provides:")
+		}
+	}
+	flush()
+	return names, sc.Err()
 }

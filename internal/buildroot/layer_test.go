@@ -173,3 +173,37 @@ func TestReferencedLayers(t *testing.T) {
 		}
 	}
 }
+
+func TestInstalledNames(t *testing.T) {
+	root := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(root, "var/lib/dpkg"), 0o755))
+	status := `Package: debhelper
+Status: install ok installed
+Version: 13.11.4
+Provides: debhelper-compat (= 13), dh-sequence-foo
+
+Package: removed
+Status: deinstall ok config-files
+Provides: ghost
+
+Package: half
+Status: install reinstreq half-installed
+
+Package: zlib1g
+Status: install ok installed
+Provides: libz1(=1)
+Description: compression
+ continuation line: not a field
+`
+	must(t, os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), []byte(status), 0o644))
+	names, err := installedNames(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[string]bool{"debhelper": true, "debhelper-compat": true, "dh-sequence-foo": true, "zlib1g": true,
+		"libz1": true, "removed": false, "ghost": false, "half": false, "continuation": false} {
+		if names[n] != want {
+			t.Errorf("%s: %v, want %v (%v)", n, names[n], want, names)
+		}
+	}
+}
