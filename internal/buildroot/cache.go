@@ -191,14 +191,10 @@ func (c cache) referenced(key string) map[string]bool {
 		}
 		l, err := readLayout(string(data))
 		if err == nil {
-			inUse := false
-			for _, lower := range strings.Split(l.Lower, ":") {
-				if filepath.Dir(lower) == c.keyDir(key) {
-					used[filepath.Base(lower)] = true
-					inUse = true
+			if gens := l.pointsInto(c.keyDir(key)); len(gens) > 0 {
+				for _, g := range gens {
+					used[g] = true
 				}
-			}
-			if inUse {
 				continue
 			}
 		}

@@ -6,12 +6,14 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cloud-builder/cb/internal/sandbox"
@@ -114,10 +116,10 @@ func hashRepositories(ctx context.Context, h io.Writer, repos []Repository, step
 // by what the backend takes from it (profile, architecture, package
 // manager, repositories, packages), so every description that asks for
 // the same base shares it.
-func baseLayerKey(ctx context.Context, backend string, base *Profile, step func(string, ...any)) (string, error) {
+func baseLayerKey(ctx context.Context, backend Backend, base *Profile, step func(string, ...any)) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "layer base\nformat %d %d\nbackend %s\nprofile %s\narch %s\npackage manager %s\n",
-		keyFormat, layerFormat, backend, base.Name, base.Arch, base.PackageManager)
+		keyFormat, layerFormat, backendKey(backend), base.Name, base.Arch, base.PackageManager)
 	if err := hashRepositories(ctx, h, base.Repositories, step); err != nil {
 		return "", err
 	}
@@ -128,14 +130,20 @@ func baseLayerKey(ctx context.Context, backend string, base *Profile, step func(
 
 // targetLayerKey hashes what a target layer depends on: its base layer
 // (key and generation: a rebuilt base gets new target layers), the
-// target's build dependencies and the repositories only the layer uses.
-func targetLayerKey(ctx context.Context, baseKey, baseGen string, deps []string, extra []Repository, step func(string, ...any)) (string, error) {
+// target's build dependencies, the repositories only the layer uses and
+// the project rpm packages it installs (name, version, checksum).
+func targetLayerKey(ctx context.Context, baseKey, baseGen string, deps []string, extra []Repository, rpms *projectRPMs, step func(string, ...any)) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "layer target\nformat %d %d\nbase %s %s\n", keyFormat, layerFormat, baseKey, baseGen)
 	if err := hashRepositories(ctx, h, extra, step); err != nil {
 		return "", err
 	}
 	fmt.Fprintf(h, "deps %s\n", strings.Join(sortedSet(deps), ","))
+	if rpms != nil {
+		sum := rpms.Digest()
+		step("project rpm packages: sha256 %s", sum)
+		fmt.Fprintf(h, "project-rpms %s\n", sum)
+	}
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 
@@ -154,6 +162,7 @@ type layerEnv struct {
 	backend LayerBackend
 	prof    *Profile     // without the project repositories
 	extra   []Repository // the project repositories
+	rpms    *projectRPMs // the project rpm packages of a spec target
 	deps    []string
 	kind    string
 	pkgDir  string
@@ -164,11 +173,17 @@ type layerEnv struct {
 }
 
 // ensureLayer returns the current generation of key, creating it with
-// create when the cache lacks it, fresh asks for a new one, or it belongs
-// to another id range. The caller holds the key lock.
-func (e *layerEnv) ensureLayer(ctx context.Context, what, key string, fresh bool, create func(dir string) error,
+// create (which returns the packages it installed besides the root's
+// package manager, as for cache.build) when the cache lacks it, fresh
+// asks for a new one, or it belongs to another id range. The caller holds
+// the key lock; ensureLayer takes the key's use lock for the rest of the
+// process, so the evictor leaves the layer alone once the key lock goes.
+func (e *layerEnv) ensureLayer(ctx context.Context, what, key string, fresh bool, create func(dir string) (map[string]InstalledPackage, error),
 	list func(ctx context.Context, dir string) (map[string]InstalledPackage, error)) (gen string, hit bool, err error) {
 	c := e.c
+	if err := c.hold(ctx, key); err != nil {
+		return "", false, err
+	}
 	gen = c.current(key)
 	otherRange := gen != "" && rangeOf(filepath.Join(c.keyDir(key), gen)) != rangeString(e.opts.IDs)
 	if gen != "" && !fresh && !otherRange {
@@ -190,11 +205,20 @@ func (e *layerEnv) ensureLayer(ctx context.Context, what, key string, fresh bool
 	ctx, cancel := context.WithTimeoutCause(ctx, e.opts.Timeout, fmt.Errorf("%w after %s", ErrTimeout, e.opts.Timeout))
 	defer cancel()
 	gen, err = c.buildList(ctx, key, func(dir string) (map[string]InstalledPackage, error) {
-		if err := create(dir); err != nil {
+		if !e.opts.NoDownloadCache {
+			// The evictor leaves the downloads alone meanwhile.
+			unlock, err := c.useDownloads(ctx, e.backend.Name())
+			if err != nil {
+				return nil, err
+			}
+			defer unlock()
+		}
+		pkgs, err := create(dir)
+		if err != nil {
 			return nil, err
 		}
-		// Created as the range by the backend: no walk needed.
-		return nil, markRange(dir, e.opts.IDs)
+		// Created as the range: no walk needed.
+		return pkgs, markRange(dir, e.opts.IDs)
 	}, list)
 	if err != nil {
 		return "", false, fmt.Errorf("%s layer: %w", what, err)
@@ -224,7 +248,7 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 	}
 	base := baseProfile(e.prof)
 	extra := e.extra
-	bkey, err := baseLayerKey(ctx, e.backend.Name(), base, step)
+	bkey, err := baseLayerKey(ctx, e.backend, base, step)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +273,7 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 		step("making the base layer with the project repositories")
 		base.Repositories = append(slices.Clone(base.Repositories), extra...)
 		extra = nil
-		if bkey, err = baseLayerKey(ctx, e.backend.Name(), base, step); err != nil {
+		if bkey, err = baseLayerKey(ctx, e.backend, base, step); err != nil {
 			return nil, err
 		}
 		bgen, bhit, basePkgs, err = e.baseLayer(ctx, bkey, base, downloads)
@@ -273,11 +297,13 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 	lowers := []string{bdir}
 	pkgs, hit := basePkgs, bhit
 	var unlockTarget func()
-	if len(missing) == 0 && len(extra) == 0 {
+	if len(missing) == 0 && len(extra) == 0 && e.rpms == nil {
 		step("the base layer has every build dependency: no target layer")
 	} else {
-		step("build dependencies not in the base layer: %s", strings.Join(missing, " "))
-		tkey, err := targetLayerKey(ctx, bkey, bgen, e.deps, extra, step)
+		if len(missing) > 0 {
+			step("build dependencies not in the base layer: %s", strings.Join(missing, " "))
+		}
+		tkey, err := targetLayerKey(ctx, bkey, bgen, e.deps, extra, e.rpms, step)
 		if err != nil {
 			return nil, err
 		}
@@ -288,16 +314,33 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 		}
 		prof := *e.prof
 		prof.Repositories = append(slices.Clone(base.Repositories), extra...)
-		tgen, thit, err := e.ensureLayer(ctx, "target", tkey, false, func(dir string) error {
-			work := dir + ".work"
-			if err := os.Mkdir(work, 0o700); err != nil {
-				return err
+		tgen, thit, err := e.ensureLayer(ctx, "target", tkey, false, func(dir string) (map[string]InstalledPackage, error) {
+			if len(missing) > 0 || len(extra) > 0 {
+				work := dir + ".work"
+				if err := os.Mkdir(work, 0o700); err != nil {
+					return nil, err
+				}
+				defer removeAll(work)
+				if err := e.backend.CreateLayer(ctx, LayerRequest{
+					CreateRequest: CreateRequest{Profile: &prof, Deps: e.deps, Dir: dir, Downloads: downloads, IDs: e.opts.IDs, Log: e.logw},
+					Base:          bdir, Work: work, Extra: len(extra),
+				}); err != nil {
+					return nil, err
+				}
 			}
-			defer removeAll(work)
-			return e.backend.CreateLayer(ctx, LayerRequest{
-				CreateRequest: CreateRequest{Profile: &prof, Deps: e.deps, Dir: dir, Downloads: downloads, IDs: e.opts.IDs, Log: e.logw},
-				Base:          bdir, Work: work, Extra: len(extra),
-			})
+			if e.rpms == nil {
+				return nil, nil
+			}
+			// The overlay shows the layer's root directory as the
+			// upper dir's: the base's owner and mode.
+			if err := matchDir(bdir, dir); err != nil {
+				return nil, err
+			}
+			step("installing %d project packages with rpm", len(e.rpms.Packages))
+			if err := installProjectRPMs(ctx, e.rpms, dir, bdir, c.dir, e.opts.IDs, e.logw); err != nil {
+				return nil, err
+			}
+			return e.rpms.installed(), nil
 		}, func(ctx context.Context, dir string) (map[string]InstalledPackage, error) {
 			// dpkg rewrote its status in the layer, unless the layer
 			// installed nothing.
@@ -370,16 +413,6 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 	return l, nil
 }
 
-// evictLogged runs evict and reports what it removed.
-func (c cache) evictLogged(ctx context.Context, keep int, logger *slog.Logger, step func(string, ...any)) {
-	if removed, err := c.evict(ctx, keep); err != nil {
-		logger.Warn("evict buildroot cache", "err", err)
-	} else if len(removed) > 0 {
-		logger.Info("evicted buildroot cache entries", "keys", removed)
-		step("evicted %d old cache entries", len(removed))
-	}
-}
-
 // baseLayer takes the base layer for base from the cache or makes it.
 // The base lock is not held when it returns (other targets on this base
 // go on while the caller makes its target layer): a base generation is
@@ -391,8 +424,8 @@ func (e *layerEnv) baseLayer(ctx context.Context, key string, base *Profile, dow
 		return "", false, nil, err
 	}
 	defer unlock()
-	gen, hit, err = e.ensureLayer(ctx, "base", key, e.opts.Fresh, func(dir string) error {
-		return e.backend.Create(ctx, CreateRequest{Profile: base, Dir: dir, Downloads: downloads,
+	gen, hit, err = e.ensureLayer(ctx, "base", key, e.opts.Fresh, func(dir string) (map[string]InstalledPackage, error) {
+		return nil, e.backend.Create(ctx, CreateRequest{Profile: base, Dir: dir, Downloads: downloads,
 			IDs: e.opts.IDs, KeepIndexes: true, Log: e.logw})
 	}, InstalledPackages)
 	if err != nil {
@@ -455,4 +488,17 @@ func installedNames(root string) (map[string]bool, error) {
 	}
 	flush()
 	return names, sc.Err()
+}
+
+// matchDir gives the directory dst the owner and mode of src.
+func matchDir(src, dst string) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	return os.Chmod(dst, fi.Mode()&(fs.ModePerm|fs.ModeSticky|fs.ModeSetgid))
 }

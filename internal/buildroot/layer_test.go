@@ -19,9 +19,20 @@ func layerProfile(digest string) *Profile {
 	}
 }
 
+// kiwiNamed is a backend by kiwi's name, for keys only.
+type kiwiNamed struct{}
+
+func (kiwiNamed) Name() string                                { return BackendKiwi }
+func (kiwiNamed) Create(context.Context, CreateRequest) error { return nil }
+
 func mustBaseKey(t *testing.T, p *Profile) string {
 	t.Helper()
-	k, err := baseLayerKey(context.Background(), BackendNative, baseProfile(p), func(string, ...any) {})
+	return mustBaseKeyOf(t, keyedBackend{opts: "unsafe-io"}, p)
+}
+
+func mustBaseKeyOf(t *testing.T, b Backend, p *Profile) string {
+	t.Helper()
+	k, err := baseLayerKey(context.Background(), b, baseProfile(p), func(string, ...any) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +41,12 @@ func mustBaseKey(t *testing.T, p *Profile) string {
 
 func mustTargetKey(t *testing.T, base, gen string, deps []string, extra ...Repository) string {
 	t.Helper()
-	k, err := targetLayerKey(context.Background(), base, gen, deps, extra, func(string, ...any) {})
+	return mustTargetKeyRPMs(t, base, gen, deps, nil, extra...)
+}
+
+func mustTargetKeyRPMs(t *testing.T, base, gen string, deps []string, rpms *projectRPMs, extra ...Repository) string {
+	t.Helper()
+	k, err := targetLayerKey(context.Background(), base, gen, deps, extra, rpms, func(string, ...any) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,8 +123,13 @@ func TestLayerKeys(t *testing.T) {
 			t.Errorf("a %s change keeps the base layer", name)
 		}
 	}
-	if k, _ := baseLayerKey(context.Background(), BackendKiwi, baseProfile(layerProfile("d1")), func(string, ...any) {}); k == base {
+	if mustBaseKeyOf(t, kiwiNamed{}, layerProfile("d1")) == base {
 		t.Error("another backend shares the base layer")
+	}
+	// The backend's own options (what it leaves out of a root) are part
+	// of the base layer's key.
+	if mustBaseKeyOf(t, keyedBackend{opts: "safe-io"}, layerProfile("d1")) == base {
+		t.Error("other backend options share the base layer")
 	}
 	// A description that differs only in what the root does not depend
 	// on (package order, duplicates) asks for the same base.
@@ -205,5 +226,36 @@ Description: compression
 		if names[n] != want {
 			t.Errorf("%s: %v, want %v (%v)", n, names[n], want, names)
 		}
+	}
+}
+
+// A spec target's project rpm packages are its target layer's: a new
+// version or file of one gives a new layer on the same base, the same
+// packages share it.
+func TestTargetLayerKeyProjectRPMs(t *testing.T) {
+	base := mustBaseKey(t, layerProfile("d1"))
+	lib := rpmPackage{Name: "greet-devel", Arch: "x86_64", Ver: "1.0", Rel: "1", SumType: "sha256",
+		Sum: "aa", Location: "x86_64/greet-devel-1.0-1.x86_64.rpm", repo: "http://collector.example/projects/Fedora/rawhide"}
+	set := func(ps ...rpmPackage) *projectRPMs { return &projectRPMs{Packages: ps} }
+	none := mustTargetKey(t, base, "root-1", nil)
+	with := mustTargetKeyRPMs(t, base, "root-1", nil, set(lib))
+	if with == none {
+		t.Fatal("project rpm packages keep the target layer of none")
+	}
+	if mustTargetKeyRPMs(t, base, "root-1", nil, set(lib)) != with {
+		t.Error("the same project packages give another target layer")
+	}
+	newer := lib
+	newer.Ver = "1.1"
+	if mustTargetKeyRPMs(t, base, "root-1", nil, set(newer)) == with {
+		t.Error("a new version keeps the target layer")
+	}
+	rebuilt := lib
+	rebuilt.Sum = "bb"
+	if mustTargetKeyRPMs(t, base, "root-1", nil, set(rebuilt)) == with {
+		t.Error("a rebuilt package file keeps the target layer")
+	}
+	if mustTargetKeyRPMs(t, base, "root-2", nil, set(lib)) == with {
+		t.Error("a rebuilt base keeps the target layer")
 	}
 }

@@ -37,6 +37,21 @@ type Layout struct {
 	CacheHit       bool   `json:"cache_hit"`
 }
 
+// lowers returns the cached layers of Lower, topmost first.
+func (l *Layout) lowers() []string { return strings.Split(l.Lower, ":") }
+
+// pointsInto returns the generations of the key directory keyDir that
+// the layout's lower layers name.
+func (l *Layout) pointsInto(keyDir string) []string {
+	var gens []string
+	for _, lower := range l.lowers() {
+		if filepath.Dir(lower) == keyDir {
+			gens = append(gens, filepath.Base(lower))
+		}
+	}
+	return gens
+}
+
 // OverlayOptions is the data string for mount -t overlay.
 func (l *Layout) OverlayOptions() string {
 	return fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", l.Lower, l.Upper, l.Work)
@@ -52,8 +67,10 @@ func LoadLayout(t target.Target) (*Layout, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := holdLower(l.Lower); err != nil {
-		return nil, fmt.Errorf("read buildroot layout: %w", err)
+	for _, lower := range l.lowers() {
+		if err := holdLower(lower); err != nil {
+			return nil, fmt.Errorf("read buildroot layout: %w", err)
+		}
 	}
 	return l, nil
 }
@@ -69,7 +86,7 @@ func readLayout(path string) (*Layout, error) {
 	}
 	// A layered root has several lower dirs, topmost first, separated
 	// by ':' as in the overlay's lowerdir option.
-	for _, p := range append(strings.Split(l.Lower, ":"), l.Upper, l.Work, l.Merged) {
+	for _, p := range append(l.lowers(), l.Upper, l.Work, l.Merged) {
 		// The paths go into a mount data string, where a comma would
 		// start another option.
 		if !filepath.IsAbs(p) || filepath.Clean(p) != p || strings.ContainsAny(p, ",:\x00\n") {

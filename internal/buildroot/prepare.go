@@ -205,15 +205,13 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return fail(fmt.Errorf("create buildroot cache: %w", err))
 	}
-	// Project rpm packages of a spec target are installed into a whole
-	// root; layers are for apt build dependencies.
-	if lb, ok := layered(backend); ok && rpms == nil {
+	if lb, ok := layered(backend); ok {
 		layout, err := prepareLayered(ctx, &layerEnv{opts: opts, c: c, backend: lb, prof: &baseProf, extra: extra,
-			deps: deps, kind: kind, pkgDir: pkgDir, t: t, step: step, logger: logger, logw: logw})
+			rpms: rpms, deps: deps, kind: kind, pkgDir: pkgDir, t: t, step: step, logger: logger, logw: logw})
 		if err != nil {
 			return fail(err)
 		}
-		c.evictLogged(ctx, opts.Keep, logger, step)
+		c.keepBudget(ctx, opts, logger, step)
 		step("buildroot ready (lower %s)", layout.Lower)
 		return layout, nil
 	}
@@ -287,7 +285,7 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 					}
 				}
 				step("installing %d project packages with rpm", len(rpms.Packages))
-				if err := installProjectRPMs(ctx, rpms, dir, c.dir, req.IDs, logw); err != nil {
+				if err := installProjectRPMs(ctx, rpms, dir, "", c.dir, req.IDs, logw); err != nil {
 					return nil, err
 				}
 				return rpms.installed(), nil
@@ -358,19 +356,7 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	if err != nil {
 		return fail(err)
 	}
-	if opts.Keep > 0 {
-		if removed, err := c.evict(ctx, opts.Keep); err != nil {
-			logger.Warn("evict buildroot cache", "err", err)
-		} else if len(removed) > 0 {
-			logger.Info("evicted buildroot cache entries", "keys", removed)
-			step("evicted %d old cache entries", len(removed))
-		}
-	}
-	if res, err := EnforceBudget(ctx, c.dir, opts.Budget, logger); err != nil {
-		logger.Warn("enforce the cache budget", "err", err)
-	} else if len(res.Evicted) > 0 {
-		step("evicted %d cache entries to stay within the disk budget of %d bytes", len(res.Evicted), res.State.Budget)
-	}
+	c.keepBudget(ctx, opts, logger, step)
 	step("buildroot ready (lower %s)", layout.Lower)
 	return layout, nil
 }
