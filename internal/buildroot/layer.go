@@ -296,6 +296,7 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 	keys := []string{bkey}
 	lowers := []string{bdir}
 	pkgs, hit := basePkgs, bhit
+	layers := map[string]bool{"base": bhit}
 	var unlockTarget func()
 	if len(missing) == 0 && len(extra) == 0 && e.rpms == nil {
 		step("the base layer has every build dependency: no target layer")
@@ -356,6 +357,7 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 		keys = append([]string{tkey}, keys...)
 		lowers = append([]string{filepath.Join(c.keyDir(tkey), tgen)}, lowers...)
 		hit = hit && thit
+		layers["target"] = thit
 		if pkgs, err = c.packages(tkey, tgen); err != nil {
 			unlockTarget()
 			return nil, err
@@ -385,6 +387,7 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 		Backend:        e.backend.Name(),
 		CacheKey:       keys[0],
 		CacheHit:       hit,
+		Layers:         layers,
 	}
 	if err := stageTarget(ctx, l, e.pkgDir, e.t, step, c.dir); err != nil {
 		return nil, err

@@ -35,6 +35,9 @@ type Layout struct {
 	Backend        string `json:"backend"`
 	CacheKey       string `json:"cache_key"`
 	CacheHit       bool   `json:"cache_hit"`
+	// Layers tells, for a layered root, whether each layer ("base",
+	// "target") came from the cache.
+	Layers map[string]bool `json:"layers,omitempty"`
 }
 
 // lowers returns the cached layers of Lower, topmost first.
