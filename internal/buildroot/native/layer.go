@@ -100,8 +100,15 @@ func (Backend) CreateLayer(ctx context.Context, r buildroot.LayerRequest) error 
 // and /dev of its own. It runs as root of the tool's user namespace, which
 // owns the mount and PID namespaces, so it needs no privilege and creates
 // no namespace of its own but the mount namespace.
+//
+// Not --die-with-parent: its parent-death signal follows the *thread*
+// that started bwrap, and Exec starts it from a thread that ends right
+// after (the thread that entered the tool's namespaces), so bwrap would
+// be killed at a random early moment. bwrap is PID 1 of the tool's PID
+// namespace in a cgroup that Exec kills when the tool ends or its context
+// does; nothing of it outlives the tool.
 func bwrap(root string) []string {
-	return []string{"bwrap", "--bind", root, "/", "--dev", "/dev", "--proc", "/proc", "--chdir", "/", "--die-with-parent", "--"}
+	return []string{"bwrap", "--bind", root, "/", "--dev", "/dev", "--proc", "/proc", "--chdir", "/", "--"}
 }
 
 // likeBase creates rel (and its parents) in the layer dir that are not
