@@ -45,7 +45,11 @@ type CreateRequest struct {
 	// mapped to it does so (and reports it with InRange); any other root
 	// is shifted into the range afterwards.
 	IDs sandbox.IDMap
-	Log io.Writer
+	// KeepIndexes keeps the repositories' package indexes in the root (a
+	// base layer, on which layers install more packages without
+	// downloading the indexes again).
+	KeepIndexes bool
+	Log         io.Writer
 }
 
 // InRange is implemented by backends that create roots owned by
@@ -163,6 +167,14 @@ type ExecOptions struct {
 type Bind struct {
 	Source string
 	Name   string // one path element
+	// Lower, when set, makes the bind an overlay instead: the read-only
+	// layers Lower (colon-separated, topmost first) under Source as the
+	// upper dir, with Work (empty, on Source's file system) as its
+	// workdir. The host's root mounts it, as the build's sandbox mounts
+	// its root, so whiteouts and opaque directories are recorded the way
+	// that mount reads them.
+	Lower string
+	Work  string
 }
 
 // BindBase is where Binds appear. Only the empty directory exists on the

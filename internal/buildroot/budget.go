@@ -158,7 +158,7 @@ func (c cache) hasRefs(key string) bool {
 		if err != nil {
 			continue
 		}
-		if l, err := readLayout(string(data)); err == nil && filepath.Dir(l.Lower) == c.keyDir(key) {
+		if l, err := readLayout(string(data)); err == nil && len(l.pointsInto(c.keyDir(key))) > 0 {
 			return true
 		}
 	}
@@ -304,4 +304,23 @@ func (s downloadSource) Remove(ctx context.Context, e cachebudget.Entry) (bool, 
 		return false, err
 	}
 	return true, nil
+}
+
+// keepBudget runs after a prepare: it keeps at most opts.Keep entries when
+// that is set, and the caches within the disk budget. What it cannot do
+// is logged; the prepare has succeeded.
+func (c cache) keepBudget(ctx context.Context, opts Options, logger *slog.Logger, step func(string, ...any)) {
+	if opts.Keep > 0 {
+		if removed, err := c.evict(ctx, opts.Keep); err != nil {
+			logger.Warn("evict buildroot cache", "err", err)
+		} else if len(removed) > 0 {
+			logger.Info("evicted buildroot cache entries", "keys", removed)
+			step("evicted %d old cache entries", len(removed))
+		}
+	}
+	if res, err := EnforceBudget(ctx, c.dir, opts.Budget, logger); err != nil {
+		logger.Warn("enforce the cache budget", "err", err)
+	} else if len(res.Evicted) > 0 {
+		step("evicted %d cache entries to stay within the disk budget of %d bytes", len(res.Evicted), res.State.Budget)
+	}
 }

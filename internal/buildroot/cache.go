@@ -99,6 +99,12 @@ func (c cache) current(key string) string {
 // current.
 // The caller holds the key lock.
 func (c cache) build(ctx context.Context, key string, create func(dir string) (map[string]InstalledPackage, error)) (string, error) {
+	return c.buildList(ctx, key, create, InstalledPackages)
+}
+
+// buildList is build with list telling the packages of the new root.
+func (c cache) buildList(ctx context.Context, key string, create func(dir string) (map[string]InstalledPackage, error),
+	list func(ctx context.Context, dir string) (map[string]InstalledPackage, error)) (string, error) {
 	kd := c.keyDir(key)
 	if err := os.MkdirAll(kd, 0o755); err != nil {
 		return "", fmt.Errorf("create buildroot cache entry: %w", err)
@@ -124,7 +130,7 @@ func (c cache) build(ctx context.Context, key string, create func(dir string) (m
 		}
 		return "", err
 	}
-	pkgs, err := InstalledPackages(ctx, tmp)
+	pkgs, err := list(ctx, tmp)
 	if err != nil {
 		return "", errors.Join(err, removeAll(tmp))
 	}
@@ -184,9 +190,13 @@ func (c cache) referenced(key string) map[string]bool {
 			continue
 		}
 		l, err := readLayout(string(data))
-		if err == nil && filepath.Dir(l.Lower) == c.keyDir(key) {
-			used[filepath.Base(l.Lower)] = true
-			continue
+		if err == nil {
+			if gens := l.pointsInto(c.keyDir(key)); len(gens) > 0 {
+				for _, g := range gens {
+					used[g] = true
+				}
+				continue
+			}
 		}
 		if err == nil || errors.Is(err, fs.ErrNotExist) {
 			_ = os.Remove(r)

@@ -20,7 +20,10 @@ const LayoutFile = "layout.json"
 // private mount namespace, so no mount outlives a build; Prepare never
 // mounts anything.
 type Layout struct {
-	Lower  string `json:"lower"`  // cached base root; never write to it
+	// Lower is the cached root, read-only: one directory, or the layers
+	// of a layered root separated by ':', topmost first (the target's
+	// build dependencies, then the base). Never write to it.
+	Lower  string `json:"lower"`
 	Upper  string `json:"upper"`  // overlay upperdir
 	Work   string `json:"work"`   // overlay workdir (same file system as Upper)
 	Merged string `json:"merged"` // empty mount point, the target's Dir()
@@ -32,6 +35,24 @@ type Layout struct {
 	Backend        string `json:"backend"`
 	CacheKey       string `json:"cache_key"`
 	CacheHit       bool   `json:"cache_hit"`
+	// Layers tells, for a layered root, whether each layer ("base",
+	// "target") came from the cache.
+	Layers map[string]bool `json:"layers,omitempty"`
+}
+
+// lowers returns the cached layers of Lower, topmost first.
+func (l *Layout) lowers() []string { return strings.Split(l.Lower, ":") }
+
+// pointsInto returns the generations of the key directory keyDir that
+// the layout's lower layers name.
+func (l *Layout) pointsInto(keyDir string) []string {
+	var gens []string
+	for _, lower := range l.lowers() {
+		if filepath.Dir(lower) == keyDir {
+			gens = append(gens, filepath.Base(lower))
+		}
+	}
+	return gens
 }
 
 // OverlayOptions is the data string for mount -t overlay.
@@ -49,8 +70,10 @@ func LoadLayout(t target.Target) (*Layout, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := holdLower(l.Lower); err != nil {
-		return nil, fmt.Errorf("read buildroot layout: %w", err)
+	for _, lower := range l.lowers() {
+		if err := holdLower(lower); err != nil {
+			return nil, fmt.Errorf("read buildroot layout: %w", err)
+		}
 	}
 	return l, nil
 }
@@ -64,7 +87,9 @@ func readLayout(path string) (*Layout, error) {
 	if err := json.Unmarshal(data, &l); err != nil {
 		return nil, fmt.Errorf("read buildroot layout %s: %w", path, err)
 	}
-	for _, p := range []string{l.Lower, l.Upper, l.Work, l.Merged} {
+	// A layered root has several lower dirs, topmost first, separated
+	// by ':' as in the overlay's lowerdir option.
+	for _, p := range append(l.lowers(), l.Upper, l.Work, l.Merged) {
 		// The paths go into a mount data string, where a comma would
 		// start another option.
 		if !filepath.IsAbs(p) || filepath.Clean(p) != p || strings.ContainsAny(p, ",:\x00\n") {

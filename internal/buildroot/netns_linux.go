@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -89,6 +90,12 @@ func bindAll(binds []Bind) error {
 			return err
 		}
 		dst := BindPath(b.Name)
+		if b.Lower != "" {
+			if err := mountOverlay(b, dst); err != nil {
+				return err
+			}
+			continue
+		}
 		if fi.IsDir() {
 			err = os.Mkdir(dst, 0o755)
 		} else {
@@ -100,6 +107,33 @@ func bindAll(binds []Bind) error {
 		if err := unix.Mount(b.Source, dst, "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind %s: %w", b.Source, err)
 		}
+	}
+	return nil
+}
+
+// overlayOptions are the options of the overlay a Bind asks for. Redirects,
+// metacopy and the inode index are off, so the upper dir comes out a
+// self-contained layer (every changed file copied up whole) that any
+// later overlay can stack as a lower layer.
+func overlayOptions(b Bind) string {
+	return "lowerdir=" + b.Lower + ",upperdir=" + b.Source + ",workdir=" + b.Work +
+		",redirect_dir=off,metacopy=off,index=off"
+}
+
+func mountOverlay(b Bind, dst string) error {
+	for _, p := range append(strings.Split(b.Lower, ":"), b.Source, b.Work) {
+		if !filepath.IsAbs(p) || strings.ContainsAny(p, ",\\\x00\n") {
+			return fmt.Errorf("overlay layer %q: not an absolute path overlayfs can take", p)
+		}
+	}
+	if strings.ContainsRune(b.Source+b.Work, ':') {
+		return fmt.Errorf("overlay upper dir %q: contains ':'", b.Source)
+	}
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("overlay", dst, "overlay", 0, overlayOptions(b)); err != nil {
+		return fmt.Errorf("mount overlay of %s: %w", b.Source, err)
 	}
 	return nil
 }

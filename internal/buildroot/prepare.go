@@ -170,6 +170,8 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	if err != nil {
 		return fail(err)
 	}
+	baseProf := *prof
+	var extra []Repository
 	var rpms *projectRPMs
 	switch {
 	case opts.ProjectRepos != nil && kind == KindSpec:
@@ -181,7 +183,7 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	case opts.ProjectRepos != nil:
 		// Both backends take them from the profile: the native one as
 		// signed-by apt sources, kiwi as repositories of its description.
-		extra, err := projectRepositories(ctx, opts.ProjectRepos, opts.CacheDir, pkgDir, t, prof, kind, deps, step)
+		extra, err = projectRepositories(ctx, opts.ProjectRepos, opts.CacheDir, pkgDir, t, prof, kind, deps, step)
 		if err != nil {
 			return fail(err)
 		}
@@ -199,13 +201,23 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 		step("build dependencies from the %s source: %s", kind, strings.Join(deps, " "))
 	}
 
-	key, err := cacheKey(ctx, backendKey(backend), data, prof, deps, rpms, step)
-	if err != nil {
-		return fail(err)
-	}
 	c := cache{dir: opts.CacheDir}
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return fail(fmt.Errorf("create buildroot cache: %w", err))
+	}
+	if lb, ok := layered(backend); ok {
+		layout, err := prepareLayered(ctx, &layerEnv{opts: opts, c: c, backend: lb, prof: &baseProf, extra: extra,
+			rpms: rpms, deps: deps, kind: kind, pkgDir: pkgDir, t: t, step: step, logger: logger, logw: logw})
+		if err != nil {
+			return fail(err)
+		}
+		c.keepBudget(ctx, opts, logger, step)
+		step("buildroot ready (lower %s)", layout.Lower)
+		return layout, nil
+	}
+	key, err := cacheKey(ctx, backendKey(backend), data, prof, deps, rpms, step)
+	if err != nil {
+		return fail(err)
 	}
 	step("cache key %s", key)
 	unlock, _, err := c.lockKey(ctx, key, true)
@@ -273,7 +285,7 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 					}
 				}
 				step("installing %d project packages with rpm", len(rpms.Packages))
-				if err := installProjectRPMs(ctx, rpms, dir, c.dir, req.IDs, logw); err != nil {
+				if err := installProjectRPMs(ctx, rpms, dir, "", c.dir, req.IDs, logw); err != nil {
 					return nil, err
 				}
 				return rpms.installed(), nil
@@ -344,19 +356,7 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	if err != nil {
 		return fail(err)
 	}
-	if opts.Keep > 0 {
-		if removed, err := c.evict(ctx, opts.Keep); err != nil {
-			logger.Warn("evict buildroot cache", "err", err)
-		} else if len(removed) > 0 {
-			logger.Info("evicted buildroot cache entries", "keys", removed)
-			step("evicted %d old cache entries", len(removed))
-		}
-	}
-	if res, err := EnforceBudget(ctx, c.dir, opts.Budget, logger); err != nil {
-		logger.Warn("enforce the cache budget", "err", err)
-	} else if len(res.Evicted) > 0 {
-		step("evicted %d cache entries to stay within the disk budget of %d bytes", len(res.Evicted), res.State.Budget)
-	}
+	c.keepBudget(ctx, opts, logger, step)
 	step("buildroot ready (lower %s)", layout.Lower)
 	return layout, nil
 }
@@ -456,12 +456,17 @@ func stageTarget(ctx context.Context, l *Layout, pkgDir string, t target.Target,
 func matchLowerDirs(upper, lower, skip string) error {
 	// The lower root was made by package maintainer scripts: its paths
 	// are resolved beneath it, so a link there cannot show a host file's
-	// attributes.
-	lr, err := os.OpenRoot(lower)
-	if err != nil {
-		return fmt.Errorf("stage overlay: %w", err)
+	// attributes. A layered root's directory shows the attributes of the
+	// topmost layer that has it.
+	var layers []*os.Root
+	for _, dir := range strings.Split(lower, ":") {
+		lr, err := os.OpenRoot(dir)
+		if err != nil {
+			return fmt.Errorf("stage overlay: %w", err)
+		}
+		defer lr.Close()
+		layers = append(layers, lr)
 	}
-	defer lr.Close()
 	ur, err := os.OpenRoot(upper)
 	if err != nil {
 		return fmt.Errorf("stage overlay: %w", err)
@@ -477,8 +482,14 @@ func matchLowerDirs(upper, lower, skip string) error {
 		if rel == skip {
 			return fs.SkipDir
 		}
-		fi, err := lr.Lstat(rel)
-		if err != nil || !fi.IsDir() {
+		var fi fs.FileInfo
+		for _, lr := range layers {
+			if f, err := lr.Lstat(rel); err == nil {
+				fi = f
+				break
+			}
+		}
+		if fi == nil || !fi.IsDir() {
 			return nil
 		}
 		st := fi.Sys().(*syscall.Stat_t)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -113,7 +114,7 @@ func checkRoot(t *testing.T, ctx context.Context, l *buildroot.Layout, tg target
 		t.Errorf("merged mount point not an empty directory: %v %v", ents, err)
 	}
 	loaded, err := buildroot.LoadLayout(tg)
-	if err != nil || *loaded != *l {
+	if err != nil || !reflect.DeepEqual(loaded, l) {
 		t.Errorf("LoadLayout = %+v, %v; want %+v", loaded, err, l)
 	}
 	var out bytes.Buffer
@@ -126,8 +127,19 @@ func checkRoot(t *testing.T, ctx context.Context, l *buildroot.Layout, tg target
 	assertNoMountsBelow(t, tg.Root)
 }
 
+// loggedLayer reports whether log has a line with msg for a layer of the
+// kind.
+func loggedLayer(log, msg, kind string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, msg) && strings.Contains(line, " layer="+kind+" ") {
+			return true
+		}
+	}
+	return false
+}
+
 func TestPrepareNativeCache(t *testing.T) {
-	requireRootTools(t, "mmdebstrap", "dpkg-query")
+	requireRootTools(t, "mmdebstrap", "dpkg-query", "bwrap", "dpkg-deb", "gpg", "gpgconf")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	root := t.TempDir()
@@ -166,13 +178,78 @@ func TestPrepareNativeCache(t *testing.T) {
 		t.Fatalf("concurrent cold prepares: hit %v/%v, lower %s/%s, backend %s",
 			cold.CacheHit, shared.CacheHit, cold.Lower, shared.Lower, cold.Backend)
 	}
-	if n := strings.Count(slogBuf.String(), "buildroot cache miss"); n != 1 {
-		t.Errorf("%d cache misses logged, want 1:\n%s", n, slogBuf.String())
+	// cb-hello needs only debhelper-compat, which debhelper of the base
+	// layer provides: one miss, for the base layer, and no target layer.
+	if n := strings.Count(slogBuf.String(), "buildroot cache miss"); n != 1 || !strings.Contains(slogBuf.String(), "layer=base") {
+		t.Errorf("%d cache misses logged, want 1 of the base layer:\n%s", n, slogBuf.String())
 	}
+	if strings.Contains(cold.Lower, ":") || !strings.Contains(prepLog.String(), "no target layer") {
+		t.Fatalf("lower = %s, want the base layer alone", cold.Lower)
+	}
+	base := cold.Lower
 	if !strings.Contains(prepLog.String(), "buildroot cache miss") {
 		t.Error("prepare log does not show the cache decision")
 	}
 	checkRoot(t, ctx, cold, tg, "build-essential", "dpkg", "debhelper", "gcc")
+
+	// Another package on the same base: only its own build dependencies
+	// are installed, in a target layer on the cached base layer.
+	zlibPkg := dependentPackage(t, "cb-zlib", "", "debhelper-compat (= 13), zlib1g-dev")
+	other2 := newTarget(t, root, "projects/Debian/cb-zlib")
+	slogBuf = syncBuffer{}
+	start = time.Now()
+	second, err := buildroot.Prepare(ctx, opts, zlibPkg, other2)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, prepLog.String())
+	}
+	t.Logf("prepare of a second package on the cached base: %v", time.Since(start).Round(time.Millisecond))
+	secondLayers := strings.Split(second.Lower, ":")
+	if second.CacheHit || len(secondLayers) != 2 || secondLayers[1] != base || second.CacheKey == cold.CacheKey {
+		t.Fatalf("second package: hit=%v lower=%s, want a new target layer on %s", second.CacheHit, second.Lower, base)
+	}
+	if n := strings.Count(slogBuf.String(), "buildroot cache miss"); n != 1 ||
+		!loggedLayer(slogBuf.String(), "buildroot cache miss", "target") || !loggedLayer(slogBuf.String(), "buildroot cache hit", "base") {
+		t.Errorf("second package: %d misses (want only the target layer's), base layer not reused:\n%s", n, slogBuf.String())
+	}
+	if _, err := os.Stat(filepath.Join(secondLayers[0], "usr/include/zlib.h")); err != nil {
+		t.Errorf("the target layer lacks the package's build dependency: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(secondLayers[0], "usr/bin/gcc")); err == nil {
+		t.Error("the target layer holds a copy of the base layer")
+	}
+	if solved, err := buildroot.ReadSolved(other2.SolverFile()); err != nil || solved.Packages["zlib1g-dev"].Version == "" ||
+		solved.Packages["gcc"].Version == "" || solved.CacheKey != second.CacheKey {
+		t.Errorf("solver file of the layered root: %+v, %v", solved, err)
+	}
+	var out bytes.Buffer
+	err = buildroot.Exec(ctx, &out, buildroot.ExecOptions{PrivateMounts: true}, "sh", "-ec",
+		`mount -t overlay overlay -o "$1" "$2"; test -x "$2/usr/bin/gcc"; test -f "$2/usr/include/zlib.h"; test -f "$2$3/debian/control"`,
+		"sh", second.OverlayOptions(), second.Merged, second.PackageDir)
+	if err != nil {
+		t.Errorf("overlay of the layered layout is not a usable buildroot: %v\n%s", err, out.String())
+	}
+
+	// A package that build-depends on a package of its project's signed
+	// repository: its target layer adds the repository, on the same base.
+	pr := serveProjectRepo(t, ctx, projectDeb(t, "cb-projdep", "1.2-3", "", ""), "cb-projdep")
+	userPkg := dependentPackage(t, "cb-user", "", "debhelper-compat (= 13), cb-projdep (>= 1.2)")
+	userTg := newTarget(t, root, "projects/T/cb-user")
+	popts := opts
+	popts.ProjectRepos = pr
+	slogBuf = syncBuffer{}
+	start = time.Now()
+	user, err := buildroot.Prepare(ctx, popts, userPkg, userTg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, prepLog.String())
+	}
+	t.Logf("prepare of a package with a project repository on the cached base: %v", time.Since(start).Round(time.Millisecond))
+	userLayers := strings.Split(user.Lower, ":")
+	if user.CacheHit || len(userLayers) != 2 || userLayers[1] != base {
+		t.Fatalf("project package: hit=%v lower=%s, want a new target layer on %s", user.CacheHit, user.Lower, base)
+	}
+	if solved, err := buildroot.ReadSolved(userTg.SolverFile()); err != nil || solved.Packages["cb-projdep"].Version != "1.2-3" {
+		t.Errorf("cb-projdep from the project repository not in the root: %v", err)
+	}
 
 	// Leftovers of the build step in the target must not survive a prepare.
 	if err := os.WriteFile(filepath.Join(cold.Upper, "leftover"), []byte("x"), 0o644); err != nil {
@@ -202,22 +279,28 @@ func TestPrepareNativeCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fresh.CacheHit || fresh.Lower == cold.Lower || fresh.CacheKey != cold.CacheKey {
+	// A fresh root is a new generation of the base layer.
+	if fresh.CacheHit || fresh.Lower == base || filepath.Dir(fresh.Lower) != filepath.Dir(base) || fresh.CacheKey != cold.CacheKey {
 		t.Fatalf("fresh prepare: hit=%v lower=%s", fresh.CacheHit, fresh.Lower)
 	}
 	if !strings.Contains(slogBuf.String(), "buildroot cache miss") {
 		t.Errorf("fresh prepare did not log a miss:\n%s", slogBuf.String())
 	}
-	// The old generation is still the other target's lower dir: kept.
-	if _, err := os.Stat(cold.Lower); err != nil {
+	// The old generation is still the other targets' lower dir: kept.
+	if _, err := os.Stat(base); err != nil {
 		t.Errorf("generation in use by another target was removed: %v", err)
 	}
 	// Once no layout points at it any more, it goes.
 	opts.Fresh = false
+	for _, tgt := range []target.Target{other, other2, userTg} {
+		if err := os.RemoveAll(tgt.Work()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := buildroot.Prepare(ctx, opts, debianExample, other); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(cold.Lower); err == nil {
+	if _, err := os.Stat(base); err == nil {
 		t.Error("unreferenced old generation kept")
 	}
 	checkRoot(t, ctx, fresh, tg, "build-essential", "dpkg")

@@ -83,8 +83,8 @@ func serveProjectRepo(t *testing.T, ctx context.Context, deb, name string) *buil
 
 // dependentPackage writes a Debian package directory named source whose
 // buildroot installs imagePackage (the example's description with its
-// image packages cut to it) and whose source build-depends on
-// buildDepends.
+// image packages cut to it; the example's own with "") and whose source
+// build-depends on buildDepends.
 func dependentPackage(t *testing.T, source, imagePackage, buildDepends string) string {
 	t.Helper()
 	pkgDir := t.TempDir()
@@ -92,8 +92,13 @@ func dependentPackage(t *testing.T, source, imagePackage, buildDepends string) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	image := regexp.MustCompile(`(?s)<packages type="image">.*?</packages>`).
-		ReplaceAllString(string(desc), `<packages type="image"><package name="`+imagePackage+`"/></packages>`)
+	// Without an image package the description is the example's: the
+	// package asks for the example's base.
+	image := string(desc)
+	if imagePackage != "" {
+		image = regexp.MustCompile(`(?s)<packages type="image">.*?</packages>`).
+			ReplaceAllString(image, `<packages type="image"><package name="`+imagePackage+`"/></packages>`)
+	}
 	for name, content := range map[string]string{
 		".cb/build_root.kiwi": image,
 		"debian/control": "Source: " + source + "\nBuild-Depends: " + buildDepends + "\n\nPackage: " + source +

@@ -150,7 +150,14 @@ func projectRPMRepositories(ctx context.Context, pr *ProjectRepos, cacheDir, pkg
 // backend installs Debian packages: their scriptlets hold no privilege on
 // the host. rpm runs with --nodeps: what they need from the system is
 // Debian's, which rpm's database does not know.
-func installProjectRPMs(ctx context.Context, s *projectRPMs, dir, cacheDir string, ids sandbox.IDMap, log io.Writer) error {
+//
+// With lower set, dir is the upper dir of an overlay on the layers lower
+// (a target layer on its base, see Bind.Lower): rpm writes only there.
+// That needs the id range.
+func installProjectRPMs(ctx context.Context, s *projectRPMs, dir, lower, cacheDir string, ids sandbox.IDMap, log io.Writer) error {
+	if lower != "" && ids.Count == 0 {
+		return fmt.Errorf("install project packages into a layer: needs the build's id range")
+	}
 	tmp, err := os.MkdirTemp(cacheDir, "rpms-")
 	if err != nil {
 		return fmt.Errorf("install project packages: %w", err)
@@ -173,6 +180,16 @@ func installProjectRPMs(ctx context.Context, s *projectRPMs, dir, cacheDir strin
 		root, rpms = BindPath("root"), BindPath("rpms")
 		o.PrivateMounts, o.Isolate, o.UserNS = true, true, ids
 		o.Binds = []Bind{{Source: dir, Name: "root"}, {Source: tmp, Name: "rpms"}}
+		if lower != "" {
+			// The overlay's workdir, on dir's file system; the host's
+			// root mounts the overlay and so owns what it leaves there.
+			work := dir + ".work"
+			if err := os.Mkdir(work, 0o700); err != nil {
+				return fmt.Errorf("install project packages: %w", err)
+			}
+			defer removeAll(work)
+			o.Binds[0].Lower, o.Binds[0].Work = lower, work
+		}
 		// A network namespace whose proxy allows nothing.
 		o.Repositories = []string{}
 	}

@@ -103,7 +103,7 @@ func TestInstallProjectRPMs(t *testing.T) {
 	if err := os.Chown(root, int(ids.UID), int(ids.GID)); err != nil {
 		t.Fatal(err)
 	}
-	if err := installProjectRPMs(ctx, set, root, cacheDir, ids, &log); err != nil {
+	if err := installProjectRPMs(ctx, set, root, "", cacheDir, ids, &log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	f := filepath.Join(root, "usr/share/greet-devel/VERSION")
@@ -121,7 +121,57 @@ func TestInstallProjectRPMs(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(cacheDir, "rpms-*")); len(left) != 0 {
 		t.Errorf("downloads left behind: %v", left)
 	}
+
+	// Into a layer: the upper dir of an overlay on a base, which rpm
+	// never writes to.
+	base := filepath.Join(t.TempDir(), "base")
+	layer := filepath.Join(t.TempDir(), "layer")
+	for _, d := range []string{base, layer} {
+		must(t, os.Mkdir(d, 0o755))
+		must(t, os.Chown(d, int(ids.UID), int(ids.GID)))
+	}
+	mustWrite(t, filepath.Join(base, "etc", "base-marker"), "base", 0o644)
+	must(t, sandbox.ShiftOwner(base, ids))
+	if err := installProjectRPMs(ctx, set, layer, base, cacheDir, ids, &log); err != nil {
+		t.Fatalf("into a layer: %v\n%s", err, log.String())
+	}
+	if data, err := os.ReadFile(filepath.Join(layer, "usr/share/greet-devel/VERSION")); err != nil || strings.TrimSpace(string(data)) != "1.10" {
+		t.Fatalf("layer holds %q (%v)\n%s", data, err, log.String())
+	}
+	if ents, _ := os.ReadDir(base); len(ents) != 1 {
+		t.Errorf("the base layer was written to: %v", ents)
+	}
+	if _, err := os.Stat(filepath.Join(layer, "etc", "base-marker")); err == nil {
+		t.Error("an unchanged base file was copied into the layer")
+	}
+	if left, _ := filepath.Glob(layer + ".work"); len(left) != 0 {
+		t.Errorf("overlay workdir left behind: %v", left)
+	}
+	if err := installProjectRPMs(ctx, set, layer, base, cacheDir, sandbox.IDMap{}, &log); err == nil {
+		t.Error("a layer install without an id range succeeded")
+	}
 }
+
+// layerStatusBackend is statusBackend as a LayerBackend, its roots made
+// as the id range's as the native backend makes them. A spec's target
+// layer holds only project rpm packages, which Prepare installs itself:
+// CreateLayer is never called for it.
+type layerStatusBackend struct{ statusBackend }
+
+func (*layerStatusBackend) Name() string { return "status-layer-test" }
+
+func (b *layerStatusBackend) Create(ctx context.Context, r CreateRequest) error {
+	if err := b.statusBackend.Create(ctx, r); err != nil {
+		return err
+	}
+	return sandbox.ShiftOwner(r.Dir, r.IDs)
+}
+
+func (*layerStatusBackend) CreateLayer(context.Context, LayerRequest) error {
+	return fmt.Errorf("status-layer-test: no apt build dependencies expected")
+}
+
+func init() { Register(&layerStatusBackend{}) }
 
 // Prepare of a spec's target takes its BuildRequires from the project's
 // rpm-md repository into the cached root; a new version of the
@@ -175,7 +225,9 @@ func TestPrepareProjectRPMs(t *testing.T) {
 		[]byte("Name: greet-tool\nVersion: 1\nRelease: 1\nBuildRequires: greet-devel >= 1.0, gcc\n"), 0o644))
 	tg, err := target.New(t.TempDir(), "projects/RPM/greet-tool", "bookworm", "x86_64")
 	must(t, err)
-	opts := Options{Backend: "status-test", CacheDir: t.TempDir(),
+	// As root the root comes in layers: the project packages in a target
+	// layer on the base.
+	opts := Options{Backend: "status-layer-test", CacheDir: t.TempDir(),
 		ProjectRepos: &ProjectRepos{URL: srv.URL, KeyFile: filepath.Join(collector, repo.PublicKeyBinary)}}
 	prepare := func(want string) *Layout {
 		t.Helper()
@@ -190,9 +242,16 @@ func TestPrepareProjectRPMs(t *testing.T) {
 		if got := solved.Packages["greet-devel"]; got.Version != want || got.Arch != "noarch" || solved.Packages["dpkg"].Version == "" {
 			t.Fatalf("solver file: greet-devel %+v, want %s; %v\n%s", got, want, solved.Packages, plog.String())
 		}
-		data, err := os.ReadFile(filepath.Join(l.Lower, "usr/share/greet-devel/VERSION"))
+		lowers := l.lowers()
+		data, err := os.ReadFile(filepath.Join(lowers[0], "usr/share/greet-devel/VERSION"))
 		if err != nil || strings.TrimSpace(string(data)) != strings.TrimSuffix(want, "-1") {
 			t.Fatalf("root holds greet-devel %q (%v)\n%s", data, err, plog.String())
+		}
+		if len(lowers) != 2 {
+			t.Fatalf("layered root %q: want a target layer on a base", l.Lower)
+		}
+		if _, err := os.Stat(filepath.Join(lowers[1], "usr/share/greet-devel")); err == nil {
+			t.Fatalf("the project package was installed into the shared base layer %s", lowers[1])
 		}
 		return l
 	}
@@ -205,5 +264,10 @@ func TestPrepareProjectRPMs(t *testing.T) {
 	newer := prepare("1.1-1")
 	if newer.CacheHit || newer.CacheKey == first.CacheKey {
 		t.Fatalf("new dependency version: key %s hit=%v, before %s", newer.CacheKey, newer.CacheHit, first.CacheKey)
+	}
+	// A new version of a project package makes only a new target layer:
+	// the base is shared.
+	if fl, nl := first.lowers(), newer.lowers(); nl[1] != fl[1] {
+		t.Fatalf("new dependency version: layers %q, before %q: want the same base", newer.Lower, first.Lower)
 	}
 }

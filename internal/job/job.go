@@ -392,7 +392,7 @@ func (r *runner) prepare(ctx context.Context) (*buildroot.Layout, *message.Respo
 	if hit {
 		resp.Message = message.BuildRootCachedMessage
 	}
-	r.note(func(e *journal.Entry) { e.CacheHit = &hit })
+	r.note(func(e *journal.Entry) { e.CacheHit, e.Layers = &hit, layout.Layers })
 	r.save()
 	if ctx.Err() == nil {
 		r.respond(ctx, resp)

@@ -66,10 +66,12 @@ type Entry struct {
 	Updated  time.Time            `yaml:"updated"`
 	Code     string               `yaml:"response_code,omitempty"` // final response code
 	CacheHit *bool                `yaml:"cache_hit,omitempty"`
-	Prepare  time.Duration        `yaml:"prepare_duration,omitempty"`
-	Build    time.Duration        `yaml:"build_duration,omitempty"`
-	Clean    bool                 `yaml:"clean,omitempty"`
-	path     string
+	// Layers is the cache outcome per layer of a layered buildroot.
+	Layers  map[string]bool `yaml:"cache_layers,omitempty"`
+	Prepare time.Duration   `yaml:"prepare_duration,omitempty"`
+	Build   time.Duration   `yaml:"build_duration,omitempty"`
+	Clean   bool            `yaml:"clean,omitempty"`
+	path    string
 }
 
 // Path is the file of the entry.

@@ -40,6 +40,9 @@ var (
 	BuildrootCache = promauto(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cb_buildroot_cache_total", Help: "Buildroot cache lookups by outcome (hit, miss).",
 	}, []string{"outcome"}))
+	BuildrootLayers = promauto(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cb_buildroot_layer_total", Help: "Lookups of the layers of layered buildroots, by layer (base, target) and outcome (hit, miss).",
+	}, []string{"layer", "outcome"}))
 	RunningBuilds = promauto(prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cb_running_builds", Help: "Builds running on this runner.",
 	}))

@@ -859,6 +859,13 @@ func (s *Scheduler) observe(e *journal.Entry) {
 		}
 		metrics.BuildrootCache.WithLabelValues(outcome).Inc()
 	}
+	for layer, hit := range e.Layers {
+		outcome := "miss"
+		if hit {
+			outcome = "hit"
+		}
+		metrics.BuildrootLayers.WithLabelValues(layer, outcome).Inc()
+	}
 	if e.State == journal.Finished || e.State == journal.Responded {
 		result := "failed"
 		if message.IsSuccess(e.Code) {

@@ -74,6 +74,10 @@ func (Backend) Create(ctx context.Context, r buildroot.CreateRequest) error {
 	if err != nil {
 		return err
 	}
+	if r.KeepIndexes {
+		// A base layer: layers on it install from these indexes.
+		argv = append(argv[:1], append([]string{"--skip=cleanup/apt/lists"}, argv[1:]...)...)
+	}
 	if downloads != "" {
 		n, err := linkDebs(downloads, filepath.Join(dir, archives))
 		if err != nil {
