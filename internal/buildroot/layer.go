@@ -111,6 +111,18 @@ func hashRepositories(ctx context.Context, h io.Writer, repos []Repository, step
 	return nil
 }
 
+// hashProjectRPMs writes the project rpm packages a root or layer takes
+// from the verified rpm-md repositories (name, version, checksum) to h,
+// if there are any: a new version of one gives a new root.
+func hashProjectRPMs(h io.Writer, rpms *projectRPMs, step func(string, ...any)) {
+	if rpms == nil {
+		return
+	}
+	sum := rpms.Digest()
+	step("project rpm packages: sha256 %s", sum)
+	fmt.Fprintf(h, "project-rpms %s\n", sum)
+}
+
 // baseLayerKey hashes everything the content of a base layer depends on.
 // base is the profile as baseProfile returns it. The description enters
 // by what the backend takes from it (profile, architecture, package
@@ -139,11 +151,7 @@ func targetLayerKey(ctx context.Context, baseKey, baseGen string, deps []string,
 		return "", err
 	}
 	fmt.Fprintf(h, "deps %s\n", strings.Join(sortedSet(deps), ","))
-	if rpms != nil {
-		sum := rpms.Digest()
-		step("project rpm packages: sha256 %s", sum)
-		fmt.Fprintf(h, "project-rpms %s\n", sum)
-	}
+	hashProjectRPMs(h, rpms, step)
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 

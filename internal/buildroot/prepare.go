@@ -374,26 +374,11 @@ func backendKey(b Backend) string {
 func cacheKey(ctx context.Context, backend string, desc []byte, p *Profile, deps []string, rpms *projectRPMs, step func(string, ...any)) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "format %d\nbackend %s\nprofile %s\ndescription %x\n", keyFormat, backend, p.Name, sha256.Sum256(desc))
-	for _, r := range p.Repositories {
-		sum := r.KeyDigest
-		if sum == "" {
-			var err error
-			if sum, err = IndexDigest(ctx, r); err != nil {
-				return "", err
-			}
-		}
-		step("repository %s %s: index sha256 %s", r.Path, r.Distribution, sum)
-		fmt.Fprintf(h, "repository %s %s %s %s %s\n", r.Type, r.Path, r.Distribution, strings.Join(r.Components, ","), sum)
+	if err := hashRepositories(ctx, h, p.Repositories, step); err != nil {
+		return "", err
 	}
 	fmt.Fprintf(h, "deps %s\n", strings.Join(deps, ","))
-	if rpms != nil {
-		// The project packages the root takes from the verified rpm-md
-		// repositories (name, version, checksum): a new version of one
-		// gives a new root.
-		sum := rpms.Digest()
-		step("project rpm packages: sha256 %s", sum)
-		fmt.Fprintf(h, "project-rpms %s\n", sum)
-	}
+	hashProjectRPMs(h, rpms, step)
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 
