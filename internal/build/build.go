@@ -143,13 +143,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if fi, err := os.Lstat(pkg.HostDir); err != nil || !fi.IsDir() || dir == "/" {
 		return nil, fmt.Errorf("build %s: package sources missing in the buildroot", t.ID())
 	}
-	var engine Engine
-	for _, e := range engines {
-		if e.Detect(pkg) {
-			engine = e
-			break
-		}
-	}
+	engine := chooseEngine(engines, pkg, o.Layout.SourceKind)
 	if engine == nil {
 		return nil, fmt.Errorf("build %s: no build recipe found (need a .spec, a debian/ tree or a .dsc)", t.ID())
 	}

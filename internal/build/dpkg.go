@@ -4,6 +4,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+
+	"github.com/cloud-builder/cb/internal/buildroot"
 )
 
 // dpkgTree builds a Debian source tree (debian/ in the package directory)
@@ -17,6 +19,8 @@ type dpkgTree struct{}
 var _ Engine = dpkgTree{}
 
 func (dpkgTree) Name() string { return "dpkg-buildpackage" }
+
+func (dpkgTree) SourceKind() string { return buildroot.KindDebian }
 
 func (dpkgTree) Detect(p *Package) bool {
 	fi, err := os.Lstat(filepath.Join(p.HostDir, "debian", "control"))
@@ -48,6 +52,8 @@ type dpkgSource struct{}
 var _ Engine = dpkgSource{}
 
 func (dpkgSource) Name() string { return "dpkg-source" }
+
+func (dpkgSource) SourceKind() string { return buildroot.KindDsc }
 
 func (dpkgSource) Detect(p *Package) bool { return len(p.Files(".dsc")) > 0 }
 

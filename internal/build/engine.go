@@ -42,6 +42,34 @@ type ResultDir struct {
 	Recursive bool
 }
 
+// recipeEngine is implemented by the engines of one kind of recipe
+// (buildroot.KindDebian, KindDsc, KindSpec).
+type recipeEngine interface {
+	SourceKind() string
+}
+
+// buildsKind reports whether e may build a package whose buildroot was
+// prepared for a recipe of kind (the layout's SourceKind; "" when not
+// known). The preparation chose the recipe and installed what it needs:
+// a Debian source tree that also ships an upstream .spec (dtach, many C
+// projects) must not be handed to rpmbuild. Engines of no one recipe
+// kind (the OBS build tool) build any.
+func buildsKind(e Engine, kind string) bool {
+	r, ok := e.(recipeEngine)
+	return !ok || kind == "" || r.SourceKind() == kind
+}
+
+// chooseEngine returns the first of engines that detects its recipe in p
+// and may build a recipe of kind (see buildsKind), or nil.
+func chooseEngine(engines []Engine, p *Package, kind string) Engine {
+	for _, e := range engines {
+		if buildsKind(e, kind) && e.Detect(p) {
+			return e
+		}
+	}
+	return nil
+}
+
 // DefaultEngines is the detection order: the OBS build tool when the
 // buildroot carries it and a build config, else the native tool of the
 // recipe found in the package directory.

@@ -1,6 +1,10 @@
 package build
 
-import "path"
+import (
+	"path"
+
+	"github.com/cloud-builder/cb/internal/buildroot"
+)
 
 // rpmTopdir is rpmbuild's working tree inside the buildroot, the same place
 // the OBS build script uses.
@@ -13,6 +17,8 @@ type rpmBuild struct{}
 var _ Engine = rpmBuild{}
 
 func (rpmBuild) Name() string { return "rpmbuild" }
+
+func (rpmBuild) SourceKind() string { return buildroot.KindSpec }
 
 func (rpmBuild) Detect(p *Package) bool { return len(p.Files(".spec")) > 0 }
 

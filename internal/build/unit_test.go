@@ -84,15 +84,24 @@ func TestDetectOrder(t *testing.T) {
 		name  string
 		files []string
 		obs   bool
+		kind  string // the layout's SourceKind
 		want  string
 	}{
-		{"spec", []string{"hello.spec", "hello-1.0.tar.gz"}, false, "rpmbuild"},
-		{"debian tree", []string{"debian/control", "hello.c"}, false, "dpkg-buildpackage"},
-		{"dsc", []string{"hello_1.0.dsc", "hello_1.0.tar.xz"}, false, "dpkg-source"},
-		{"spec wins over debian", []string{"hello.spec", "debian/control"}, false, "rpmbuild"},
-		{"debian tree wins over dsc", []string{"debian/control", "hello_1.0.dsc"}, false, "dpkg-buildpackage"},
-		{"obs-build wins", []string{"hello.spec"}, true, "obs-build"},
-		{"nothing", []string{"README"}, false, ""},
+		{"spec", []string{"hello.spec", "hello-1.0.tar.gz"}, false, "", "rpmbuild"},
+		{"debian tree", []string{"debian/control", "hello.c"}, false, "", "dpkg-buildpackage"},
+		{"dsc", []string{"hello_1.0.dsc", "hello_1.0.tar.xz"}, false, "", "dpkg-source"},
+		{"spec wins over debian", []string{"hello.spec", "debian/control"}, false, "", "rpmbuild"},
+		{"debian tree wins over dsc", []string{"debian/control", "hello_1.0.dsc"}, false, "", "dpkg-buildpackage"},
+		{"obs-build wins", []string{"hello.spec"}, true, "", "obs-build"},
+		{"nothing", []string{"README"}, false, "", ""},
+		// The buildroot was prepared for one recipe: the build follows it.
+		// A Debian source tree with an upstream spec (dtach) builds with
+		// dpkg-buildpackage in the root its Build-Depends went into.
+		{"prepared as a debian tree, upstream spec beside it", []string{"dtach.spec", "debian/control"}, false, "debian", "dpkg-buildpackage"},
+		{"prepared as a spec", []string{"hello.spec", "debian/control"}, false, "spec", "rpmbuild"},
+		{"prepared as a dsc", []string{"hello.spec", "hello_1.0.dsc"}, false, "dsc", "dpkg-source"},
+		{"prepared for a recipe it lacks", []string{"hello.spec"}, false, "debian", ""},
+		{"obs-build builds whatever was prepared", []string{"debian/control", "hello.spec"}, true, "debian", "obs-build"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
@@ -119,11 +128,8 @@ func TestDetectOrder(t *testing.T) {
 			}
 			p := &Package{Name: "hello", Dir: "/hello", HostDir: src, Root: Tree{Layers: []string{root}}}
 			got := ""
-			for _, e := range DefaultEngines() {
-				if e.Detect(p) {
-					got = e.Name()
-					break
-				}
+			if e := chooseEngine(DefaultEngines(), p, tc.kind); e != nil {
+				got = e.Name()
 			}
 			if got != tc.want {
 				t.Errorf("engine %q, want %q", got, tc.want)
