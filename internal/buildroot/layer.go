@@ -383,20 +383,8 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 	if fi, err := os.Stat(bdir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("base layer %s was replaced while the target layer was made; prepare again", bdir)
 	}
-	l := &Layout{
-		Lower:          strings.Join(lowers, ":"),
-		Upper:          filepath.Join(e.t.Work(), "upper"),
-		Work:           filepath.Join(e.t.Work(), "work"),
-		Merged:         e.t.Dir(),
-		PackageDir:     "/" + e.t.Name(),
-		SourceKind:     e.kind,
-		Profile:        e.prof.Name,
-		PackageManager: e.prof.PackageManager,
-		Backend:        e.backend.Name(),
-		CacheKey:       keys[0],
-		CacheHit:       hit,
-		Layers:         layers,
-	}
+	l := newLayout(e.t, e.kind, e.prof, e.backend)
+	l.Lower, l.CacheKey, l.CacheHit, l.Layers = strings.Join(lowers, ":"), keys[0], hit, layers
 	if err := stageTarget(ctx, l, e.pkgDir, e.t, step, c.dir); err != nil {
 		return nil, err
 	}
@@ -404,22 +392,8 @@ func prepareLayered(ctx context.Context, e *layerEnv) (*Layout, error) {
 		return nil, err
 	}
 	step("buildroot layers and sources belong to the build's id range %s", rangeString(e.opts.IDs))
-	solved := Solved{SchemaVersion: SolverVersion, Profile: e.prof.Name, Backend: e.backend.Name(),
-		PackageManager: e.prof.PackageManager, CacheKey: l.CacheKey, Packages: pkgs}
-	if err := writeJSON(e.t.SolverFile(), solved); err != nil {
-		return nil, fmt.Errorf("write solver file: %w", err)
-	}
-	step("wrote %s (%d packages)", e.t.SolverFile(), len(pkgs))
-	if err := writeJSON(LayoutPath(e.t), l); err != nil {
-		return nil, fmt.Errorf("write layout: %w", err)
-	}
-	for _, k := range keys {
-		if err := c.addRef(k, LayoutPath(e.t)); err != nil {
-			return nil, fmt.Errorf("record cache use: %w", err)
-		}
-		if err := c.pruneGenerations(k); err != nil {
-			e.logger.Warn("prune buildroot generations", "key", k, "err", err)
-		}
+	if err := c.record(e.t, l, pkgs, keys, step, e.logger); err != nil {
+		return nil, err
 	}
 	return l, nil
 }

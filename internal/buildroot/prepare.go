@@ -309,19 +309,8 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 		if err := c.hold(ctx, key); err != nil {
 			return nil, err
 		}
-		l := &Layout{
-			Lower:          filepath.Join(c.keyDir(key), gen),
-			Upper:          filepath.Join(t.Work(), "upper"),
-			Work:           filepath.Join(t.Work(), "work"),
-			Merged:         t.Dir(),
-			PackageDir:     "/" + t.Name(),
-			SourceKind:     kind,
-			Profile:        prof.Name,
-			PackageManager: prof.PackageManager,
-			Backend:        backend.Name(),
-			CacheKey:       key,
-			CacheHit:       hit,
-		}
+		l := newLayout(t, kind, prof, backend)
+		l.Lower, l.CacheKey, l.CacheHit = filepath.Join(c.keyDir(key), gen), key, hit
 		if err := stageTarget(ctx, l, pkgDir, t, step, c.dir); err != nil {
 			return nil, err
 		}
@@ -336,20 +325,8 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 		if err != nil {
 			return nil, err
 		}
-		solved := Solved{SchemaVersion: SolverVersion, Profile: prof.Name, Backend: backend.Name(),
-			PackageManager: prof.PackageManager, CacheKey: key, Packages: pkgs}
-		if err := writeJSON(t.SolverFile(), solved); err != nil {
-			return nil, fmt.Errorf("write solver file: %w", err)
-		}
-		step("wrote %s (%d packages)", t.SolverFile(), len(pkgs))
-		if err := writeJSON(LayoutPath(t), l); err != nil {
-			return nil, fmt.Errorf("write layout: %w", err)
-		}
-		if err := c.addRef(key, LayoutPath(t)); err != nil {
-			return nil, fmt.Errorf("record cache use: %w", err)
-		}
-		if err := c.pruneGenerations(key); err != nil {
-			logger.Warn("prune buildroot generations", "key", key, "err", err)
+		if err := c.record(t, l, pkgs, []string{key}, step, logger); err != nil {
+			return nil, err
 		}
 		return l, nil
 	}()
@@ -359,6 +336,46 @@ func Prepare(ctx context.Context, opts Options, pkgDir string, t target.Target) 
 	c.keepBudget(ctx, opts, logger, step)
 	step("buildroot ready (lower %s)", layout.Lower)
 	return layout, nil
+}
+
+// newLayout is the layout of t for a root of backend made from prof; the
+// caller sets the cached root (Lower, CacheKey, CacheHit).
+func newLayout(t target.Target, kind string, prof *Profile, backend Backend) *Layout {
+	return &Layout{
+		Upper:          filepath.Join(t.Work(), "upper"),
+		Work:           filepath.Join(t.Work(), "work"),
+		Merged:         t.Dir(),
+		PackageDir:     "/" + t.Name(),
+		SourceKind:     kind,
+		Profile:        prof.Name,
+		PackageManager: prof.PackageManager,
+		Backend:        backend.Name(),
+	}
+}
+
+// record writes t's solver file (pkgs) and layout l, and records in each
+// cache entry of keys (the root, or every layer of a layered root) that
+// the layout points into it, pruning the generations nothing uses.
+func (c cache) record(t target.Target, l *Layout, pkgs map[string]InstalledPackage, keys []string,
+	step func(string, ...any), logger *slog.Logger) error {
+	solved := Solved{SchemaVersion: SolverVersion, Profile: l.Profile, Backend: l.Backend,
+		PackageManager: l.PackageManager, CacheKey: l.CacheKey, Packages: pkgs}
+	if err := writeJSON(t.SolverFile(), solved); err != nil {
+		return fmt.Errorf("write solver file: %w", err)
+	}
+	step("wrote %s (%d packages)", t.SolverFile(), len(pkgs))
+	if err := writeJSON(LayoutPath(t), l); err != nil {
+		return fmt.Errorf("write layout: %w", err)
+	}
+	for _, k := range keys {
+		if err := c.addRef(k, LayoutPath(t)); err != nil {
+			return fmt.Errorf("record cache use: %w", err)
+		}
+		if err := c.pruneGenerations(k); err != nil {
+			logger.Warn("prune buildroot generations", "key", k, "err", err)
+		}
+	}
+	return nil
 }
 
 // backendKey is the backend's part of the cache key: its name, and its

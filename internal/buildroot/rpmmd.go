@@ -205,39 +205,13 @@ func primaryRef(repomd []byte) (href, sumType, sum string, err error) {
 // parsePrimary reads primary.xml one package at a time and validates
 // every package.
 func parsePrimary(r io.Reader) ([]rpmPackage, error) {
-	type entry struct {
-		Type     string           `xml:"type,attr"`
-		Name     string           `xml:"name"`
-		Arch     string           `xml:"arch"`
-		Version  repo.XMLVersion  `xml:"version"`
-		Checksum repo.XMLChecksum `xml:"checksum"`
-		Location repo.XMLLocation `xml:"location"`
-		Provides []repo.XMLDep    `xml:"format>provides>entry"`
-		Requires []repo.XMLDep    `xml:"format>requires>entry"`
-	}
-	dec := xml.NewDecoder(r)
 	var out []rpmPackage
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parse primary.xml: %w", err)
-		}
-		se, ok := tok.(xml.StartElement)
-		if !ok || se.Name.Local != "package" {
-			continue
-		}
-		var e entry
-		if err := dec.DecodeElement(&e, &se); err != nil {
-			return nil, fmt.Errorf("parse primary.xml: %w", err)
-		}
+	err := repo.EachPrimaryPackage(r, func(e *repo.XMLPackage) error {
 		if e.Type != "" && e.Type != "rpm" {
-			continue
+			return nil
 		}
 		if e.Location.Base != "" {
-			return nil, fmt.Errorf("primary.xml: package %q: location has xml:base %q: it must be below the repository", e.Name, e.Location.Base)
+			return fmt.Errorf("primary.xml: package %q: location has xml:base %q: it must be below the repository", e.Name, e.Location.Base)
 		}
 		p := rpmPackage{Name: strings.TrimSpace(e.Name), Arch: strings.TrimSpace(e.Arch),
 			Epoch: e.Version.Epoch, Ver: e.Version.Ver, Rel: e.Version.Rel,
@@ -249,10 +223,15 @@ func parsePrimary(r io.Reader) ([]rpmPackage, error) {
 			p.Requires = append(p.Requires, rpmDep(d))
 		}
 		if err := p.validate(); err != nil {
-			return nil, fmt.Errorf("primary.xml: %w", err)
+			return fmt.Errorf("primary.xml: %w", err)
 		}
 		out = append(out, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // fetchRPMMD reads the rpm-md repository at base: repomd.xml and its

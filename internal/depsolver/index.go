@@ -209,32 +209,8 @@ func RPMPackages(ctx context.Context, baseURL string) ([]Binary, error) {
 
 // ParsePrimary reads an rpm-md primary.xml, one package at a time.
 func ParsePrimary(r io.Reader) ([]Binary, error) {
-	type entry struct {
-		Name     string           `xml:"name"`
-		Arch     string           `xml:"arch"`
-		Version  repo.XMLVersion  `xml:"version"`
-		Checksum repo.XMLChecksum `xml:"checksum"`
-		Location repo.XMLLocation `xml:"location"`
-		Provides []repo.XMLDep    `xml:"format>provides>entry"`
-	}
-	dec := xml.NewDecoder(r)
 	var out []Binary
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parse primary.xml: %w", err)
-		}
-		se, ok := tok.(xml.StartElement)
-		if !ok || se.Name.Local != "package" {
-			continue
-		}
-		var e entry
-		if err := dec.DecodeElement(&e, &se); err != nil {
-			return nil, fmt.Errorf("parse primary.xml: %w", err)
-		}
+	err := repo.EachPrimaryPackage(r, func(e *repo.XMLPackage) error {
 		b := Binary{Name: e.Name, Arch: e.Arch, Version: rpmEVR(e.Version.Epoch, e.Version.Ver, e.Version.Rel),
 			File: e.Location.Href}
 		if e.Checksum.Type == "sha256" {
@@ -251,7 +227,12 @@ func ParsePrimary(r io.Reader) ([]Binary, error) {
 			b.Provides = append(b.Provides, s)
 		}
 		out = append(out, b)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 func rpmEVR(epoch, ver, rel string) string {

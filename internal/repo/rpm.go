@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -52,6 +53,45 @@ type (
 		Rel   string `xml:"rel,attr"`
 	}
 )
+
+// XMLPackage is one <package/> of primary.xml.
+type XMLPackage struct {
+	Type     string      `xml:"type,attr"`
+	Name     string      `xml:"name"`
+	Arch     string      `xml:"arch"`
+	Version  XMLVersion  `xml:"version"`
+	Checksum XMLChecksum `xml:"checksum"`
+	Location XMLLocation `xml:"location"`
+	Provides []XMLDep    `xml:"format>provides>entry"`
+	Requires []XMLDep    `xml:"format>requires>entry"`
+}
+
+// EachPrimaryPackage reads primary.xml from r one package at a time (a
+// large repository's primary never sits in memory whole) and calls fn
+// with each; an error of fn ends the read and is returned as it is.
+func EachPrimaryPackage(r io.Reader, fn func(*XMLPackage) error) error {
+	dec := xml.NewDecoder(r)
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("parse primary.xml: %w", err)
+		}
+		se, ok := tok.(xml.StartElement)
+		if !ok || se.Name.Local != "package" {
+			continue
+		}
+		var p XMLPackage
+		if err := dec.DecodeElement(&p, &se); err != nil {
+			return fmt.Errorf("parse primary.xml: %w", err)
+		}
+		if err := fn(&p); err != nil {
+			return err
+		}
+	}
+}
 
 // ReadRepomd parses dir/repodata/repomd.xml.
 func ReadRepomd(dir string) (*Repomd, error) {

@@ -844,6 +844,14 @@ func (s *Scheduler) exited(r *run) {
 	}
 }
 
+// cacheOutcome is the outcome label of a cache lookup.
+func cacheOutcome(hit bool) string {
+	if hit {
+		return "hit"
+	}
+	return "miss"
+}
+
 func (s *Scheduler) observe(e *journal.Entry) {
 	g := s.cfg.RunnerGroup
 	if e.Prepare > 0 {
@@ -853,18 +861,10 @@ func (s *Scheduler) observe(e *journal.Entry) {
 		metrics.BuildDuration.WithLabelValues(g).Observe(e.Build.Seconds())
 	}
 	if e.CacheHit != nil {
-		outcome := "miss"
-		if *e.CacheHit {
-			outcome = "hit"
-		}
-		metrics.BuildrootCache.WithLabelValues(outcome).Inc()
+		metrics.BuildrootCache.WithLabelValues(cacheOutcome(*e.CacheHit)).Inc()
 	}
 	for layer, hit := range e.Layers {
-		outcome := "miss"
-		if hit {
-			outcome = "hit"
-		}
-		metrics.BuildrootLayers.WithLabelValues(layer, outcome).Inc()
+		metrics.BuildrootLayers.WithLabelValues(layer, cacheOutcome(hit)).Inc()
 	}
 	if e.State == journal.Finished || e.State == journal.Responded {
 		result := "failed"
