@@ -48,7 +48,7 @@ quick=0
 [ "${1:-}" = --quick ] && quick=1
 runs=${RUNS:-3}
 read -r -a packages <<<"${PACKAGES:-hello sed}"
-read -r -a small <<<"${SMALL:-hello tree sl figlet pv dtach pwgen apg sipcalc ipcalc cowsay toilet entr tofrodos most ncdu cmatrix dos2unix rig beep}"
+read -r -a small <<<"${SMALL:-hello tree sl figlet pv dtach pwgen apg sipcalc cowsay tofrodos dos2unix rig beep fdupes units ed bc diffstat sharutils}"
 if [ "$quick" = 1 ]; then
 	runs=1
 	read -r -a packages <<<"${PACKAGES:-hello}"

@@ -35,10 +35,10 @@ import (
 //	triggers-s   dpkg triggers (man-db, libc-bin, ...)
 //	other-s      setup, hooks and cleanup
 //
-// The runs use mmdebstrap's root mode in a fresh directory (no id range,
-// no network namespace), in the environment and private mount namespace
-// buildroot.Exec gives the backend, with an empty download cache unless
-// the variant says otherwise; they need root and the Debian archive named
+// The runs use mmdebstrap's root mode in a fresh directory (no id range),
+// in the environment, private mount and network namespaces (the
+// repository proxy the only way out) buildroot.Exec gives the backend,
+// with an empty download cache unless the variant says otherwise; they need root and the Debian archive named
 // in this machine's apt sources. With COLD_LEVERS_LOG set to a directory,
 // every run's output is written there with a time stamp per line.
 func BenchmarkColdLevers(b *testing.B) {
@@ -64,6 +64,7 @@ func BenchmarkColdLevers(b *testing.B) {
 		b.Fatal(err)
 	}
 	deps := []string{"debhelper"}
+	repos := buildroot.RepositoryURLs(prof)
 	const dirArg = "@DIR@"
 	argv, err := Command(prof, deps, dirArg, false)
 	if err != nil {
@@ -87,14 +88,29 @@ func BenchmarkColdLevers(b *testing.B) {
 		// warm links the packages of an earlier run into the root's apt
 		// archive first, as Create does with its download cache.
 		warm bool
+		// direct: apt reaches the archive itself, not through the
+		// repository proxy of the tool's network namespace.
+		direct bool
 	}{
 		{name: "default"},
+		{name: "direct-network", direct: true},
 		{name: "default+cached-debs", warm: true},
 		{name: "without-unsafe-io", edit: drop("--dpkgopt=force-unsafe-io")},
 		{name: "without-eatmydata", edit: drop("--hook-dir=")},
-		{name: "without-path-excludes", edit: drop("--dpkgopt=path-")},
+		{name: "without-path-excludes", edit: drop(slimHook())},
+		// the excludes as mmdebstrap options, which filter the essential
+		// set's extraction through mmdebstrap's tar filter
+		{name: "excludes-by-tar-filter", edit: func(a []string) []string {
+			a = drop(slimHook())(a)
+			o := []string{}
+			for _, p := range slimPaths {
+				o = append(o, "--dpkgopt=path-exclude=/usr/share/"+p+"/*")
+			}
+			o = append(o, "--dpkgopt=path-include=/usr/share/doc/*/copyright")
+			return append(a[:1], append(o, a[1:]...)...)
+		}},
 		{name: "without-man-db-off", edit: drop(manDBHook)},
-		{name: "none", edit: drop("--dpkgopt=", "--hook-dir=", manDBHook, aptNoLanguages)},
+		{name: "none", edit: drop("--dpkgopt=", "--hook-dir=", slimHook(), manDBHook, aptNoLanguages)},
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			a := argv
@@ -105,7 +121,7 @@ func BenchmarkColdLevers(b *testing.B) {
 			if v.warm {
 				downloads = b.TempDir()
 				b.StopTimer()
-				fillDownloads(b, a, dirArg, downloads)
+				fillDownloads(b, a, dirArg, downloads, repos)
 				b.StartTimer()
 			}
 			for i := 0; i < b.N; i++ {
@@ -122,7 +138,11 @@ func BenchmarkColdLevers(b *testing.B) {
 					run = append(run[:1], append([]string{"--skip=check/empty", "--skip=essential/unlink"}, run[1:]...)...)
 				}
 				b.StartTimer()
-				phases := runTimed(b, run)
+				r := repos
+				if v.direct {
+					r = nil
+				}
+				phases := runTimed(b, run, r)
 				b.StopTimer()
 				for name, d := range phases {
 					b.ReportMetric(d.Seconds(), name+"-s")
@@ -138,12 +158,12 @@ func BenchmarkColdLevers(b *testing.B) {
 
 // fillDownloads runs mmdebstrap once, keeping its apt archive, and moves
 // the downloaded packages into downloads.
-func fillDownloads(b *testing.B, argv []string, dirArg, downloads string) {
+func fillDownloads(b *testing.B, argv []string, dirArg, downloads string, repos []string) {
 	b.Helper()
 	dir := filepath.Join(b.TempDir(), "root")
 	run := withDir(argv, dirArg, dir)
 	run = append(run[:1], append([]string{"--skip=cleanup/apt/cache", "--skip=essential/unlink"}, run[1:]...)...)
-	runTimed(b, run)
+	runTimed(b, run, repos)
 	debs, err := filepath.Glob(filepath.Join(dir, archives, "*.deb"))
 	if err != nil || len(debs) == 0 {
 		b.Fatalf("no packages kept in %s (%v)", filepath.Join(dir, archives), err)
@@ -169,9 +189,10 @@ func withDir(argv []string, dirArg, dir string) []string {
 }
 
 // runTimed runs argv as Create does (buildroot.Exec: the runner's fixed
-// environment, a private mount namespace) and splits its duration into
-// phases by its output.
-func runTimed(b *testing.B, argv []string) map[string]time.Duration {
+// environment, a private mount namespace and, with repos, a network
+// namespace whose only way out is the repository proxy for repos) and
+// splits its duration into phases by its output.
+func runTimed(b *testing.B, argv []string, repos []string) map[string]time.Duration {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -184,7 +205,11 @@ func runTimed(b *testing.B, argv []string) map[string]time.Duration {
 		defer f.Close()
 		w.log = f
 	}
-	err := buildroot.Exec(ctx, w, buildroot.ExecOptions{PrivateMounts: true}, argv...)
+	o := buildroot.ExecOptions{PrivateMounts: true}
+	if repos != nil {
+		o.Isolate, o.Repositories = true, repos
+	}
+	err := buildroot.Exec(ctx, w, o, argv...)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.phases[w.phase] += time.Since(w.last)

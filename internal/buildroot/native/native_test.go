@@ -1,6 +1,9 @@
 package native
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -28,11 +31,7 @@ func TestCommand(t *testing.T) {
 		// The cold-path levers (see options).
 		"--dpkgopt=force-unsafe-io",
 		`--aptopt=Acquire::Languages "none"`,
-		"--dpkgopt=path-exclude=/usr/share/man/*",
-		"--dpkgopt=path-exclude=/usr/share/doc/*",
-		"--dpkgopt=path-exclude=/usr/share/info/*",
-		"--dpkgopt=path-exclude=/usr/share/locale/*",
-		"--dpkgopt=path-include=/usr/share/doc/*/copyright",
+		slimHook(),
 		`--essential-hook=echo "man-db man-db/auto-update boolean false" | chroot "$1" debconf-set-selections`,
 	} {
 		if !slices.Contains(argv, want) {
@@ -93,17 +92,66 @@ func TestKeyOptions(t *testing.T) {
 	}
 	n := 0
 	for _, a := range argv {
-		if strings.HasPrefix(a, "--dpkgopt=") || strings.HasPrefix(a, "--aptopt=") || strings.HasPrefix(a, "--essential-hook=") {
+		if strings.HasPrefix(a, "--dpkgopt=") || strings.HasPrefix(a, "--aptopt=") || strings.HasPrefix(a, "--essential-hook=") || strings.HasPrefix(a, "--extract-hook=") {
 			n++
 			if !strings.Contains(key, a) {
 				t.Errorf("option %q of the argv is not in the key options %q", a, key)
 			}
 		}
 	}
-	if n < 7 {
+	if n < 4 {
 		t.Errorf("only %d content options in %q", n, argv)
 	}
 	if strings.Contains(key, "--hook-dir") {
 		t.Errorf("key options name the eatmydata hooks: %q", key)
+	}
+}
+
+// The path excludes reach dpkg after the essential set was extracted,
+// and what the extraction put at an excluded path is removed.
+func TestSlimHook(t *testing.T) {
+	hook, ok := strings.CutPrefix(slimHook(), "--extract-hook=")
+	if !ok {
+		t.Fatalf("not an extract hook: %q", slimHook())
+	}
+	root := t.TempDir()
+	files := map[string]bool{ // path: kept
+		"usr/share/man/man1/sed.1.gz":       false,
+		"usr/share/info/sed.info.gz":        false,
+		"usr/share/locale/de/LC_MESSAGES/x": false,
+		"usr/share/doc/sed/NEWS.gz":         false,
+		"usr/share/doc/sed/copyright":       true,
+		"usr/share/misc/magic":              true,
+		"usr/bin/sed":                       true,
+	}
+	for f := range files {
+		p := filepath.Join(root, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("sed", filepath.Join(root, "usr/share/doc/sed-doc")); err != nil {
+		t.Fatal(err)
+	}
+	files["usr/share/doc/sed-doc"] = false
+	// as mmdebstrap runs a hook with shell syntax
+	if out, err := exec.Command("sh", "-c", hook, "exec", root).CombinedOutput(); err != nil {
+		t.Fatalf("hook: %v\n%s", err, out)
+	}
+	for f, kept := range files {
+		if _, err := os.Lstat(filepath.Join(root, f)); (err == nil) != kept {
+			t.Errorf("%s: kept %v, want %v", f, err == nil, kept)
+		}
+	}
+	cfg, err := os.ReadFile(filepath.Join(root, "etc/dpkg/dpkg.cfg.d/99cloud-builder-slim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "path-exclude=/usr/share/man/*\npath-exclude=/usr/share/doc/*\npath-exclude=/usr/share/info/*\npath-exclude=/usr/share/locale/*\npath-include=/usr/share/doc/*/copyright\n"
+	if string(cfg) != want {
+		t.Errorf("dpkg configuration:\n%s\nwant:\n%s", cfg, want)
 	}
 }
