@@ -157,7 +157,7 @@ func (p *repoProxy) serveConn(c net.Conn) {
 	br := bufio.NewReader(c)
 	queue := make(chan *exchange, pipelineDepth-1)
 	written := make(chan error, 1)
-	go func() { written <- p.writeResponses(c, queue) }()
+	go func() { written <- p.writeResponses(c, queue, cancel) }()
 	var connect *http.Request
 	for {
 		// No read deadline: the proxy lives as long as its tool, and
@@ -227,9 +227,9 @@ func (p *repoProxy) start(ctx context.Context, req *http.Request) *exchange {
 var hopHeaders = []string{"Proxy-Connection", "Proxy-Authorization", "Connection", "Keep-Alive", "Te", "Trailer", "Upgrade"}
 
 // writeResponses writes the response of every exchange of queue in
-// order. After an error it still waits for the rest, closing their
-// bodies.
-func (p *repoProxy) writeResponses(c net.Conn, queue <-chan *exchange) error {
+// order. After an error it cancels the fetches in flight and still waits
+// for the rest, closing their bodies.
+func (p *repoProxy) writeResponses(c net.Conn, queue <-chan *exchange, cancel context.CancelFunc) error {
 	bw := bufio.NewWriter(c)
 	var failed error
 	for ex := range queue {
@@ -251,8 +251,10 @@ func (p *repoProxy) writeResponses(c net.Conn, queue <-chan *exchange) error {
 		}
 		resp.Body.Close()
 		if failed != nil {
-			// The client cannot read what follows: stop its reads too.
+			// The client cannot read what follows: stop its reads and
+			// the fetches for it.
 			c.Close()
+			cancel()
 		}
 	}
 	if failed == io.EOF {
