@@ -35,7 +35,7 @@
 # Usage: bench/compare.sh [--quick]     (root)
 #   --quick            one package, one run, two packages for (e)
 #   RUNS=3             runs per measurement
-#   PACKAGES="hello sed"   source packages for floor, (a), (b), (d)
+#   PACKAGES="hello nano"  source packages for floor, (a), (b), (d)
 #   SMALL="..."        source packages for (e) (20 by default)
 #   PARTS="floor a b c d e"  what to measure
 set -euo pipefail
@@ -47,7 +47,7 @@ export LC_ALL=C.UTF-8
 quick=0
 [ "${1:-}" = --quick ] && quick=1
 runs=${RUNS:-3}
-read -r -a packages <<<"${PACKAGES:-hello sed}"
+read -r -a packages <<<"${PACKAGES:-hello nano}"
 read -r -a small <<<"${SMALL:-hello tree sl figlet pv dtach pwgen apg sipcalc cowsay tofrodos dos2unix rig beep fdupes units ed bc diffstat sharutils}"
 if [ "$quick" = 1 ]; then
 	runs=1
