@@ -175,8 +175,9 @@ func (p *repoProxy) serveConn(c net.Conn) {
 			break
 		}
 		ex := p.start(ctx, req)
+		last := ex.last // the writer may set it once queued
 		queue <- ex
-		if ex.last {
+		if last {
 			break
 		}
 	}
@@ -284,9 +285,14 @@ func writeResponse(w io.Writer, ex *exchange, resp *http.Response) error {
 		out.Header = http.Header{}
 	}
 	if out.ContentLength < 0 && bodyAllowed(resp.StatusCode) && (ex.req == nil || ex.req.Method != http.MethodHead) {
-		// Length unknown (chunked or until close upstream): chunked to
-		// the client, so the connection carries the next response.
-		out.TransferEncoding = []string{"chunked"}
+		if ex.req != nil && ex.req.ProtoAtLeast(1, 1) {
+			// Length unknown (chunked or until close upstream): chunked
+			// to the client, so the connection carries the next response.
+			out.TransferEncoding = []string{"chunked"}
+		} else {
+			// An HTTP/1.0 client reads it until the connection ends.
+			out.Close, ex.last = true, true
+		}
 	}
 	return out.Write(w)
 }

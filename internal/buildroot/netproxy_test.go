@@ -129,6 +129,26 @@ func TestRepoProxyPipelined(t *testing.T) {
 	}
 }
 
+// TestRepoProxyHTTP10: an HTTP/1.0 client gets a response of unknown
+// length to the end of the connection, not chunked.
+func TestRepoProxyHTTP10(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "first,")
+		w.(http.Flusher).Flush()
+		fmt.Fprint(w, "second")
+	}))
+	defer srv.Close()
+	addr, _ := startProxy(t, srv.URL+"/debian")
+	c, br := dialProxy(t, addr)
+	if _, err := io.WriteString(c, "GET "+srv.URL+"/debian/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := readBody(t, br, "GET")
+	if resp.StatusCode != 200 || body != "first,second" || len(resp.TransferEncoding) != 0 || !resp.Close {
+		t.Errorf("got %d %q, transfer encoding %q, close %v", resp.StatusCode, body, resp.TransferEncoding, resp.Close)
+	}
+}
+
 // TestRepoProxyRefuses: what may not reach a repository gets an answer
 // and, where the connection cannot go on, its end.
 func TestRepoProxyRefuses(t *testing.T) {
