@@ -175,7 +175,7 @@ func (p *repoProxy) serveConn(c net.Conn) {
 			break
 		}
 		ex := p.start(ctx, req)
-		last := ex.last // the writer may set it once queued
+		last := ex.last
 		queue <- ex
 		if last {
 			break
@@ -242,11 +242,12 @@ func (p *repoProxy) writeResponses(c net.Conn, queue <-chan *exchange, cancel co
 		}
 		resp := ex.resp
 		if failed == nil {
-			failed = writeResponse(bw, ex, resp)
+			var last bool
+			last, failed = writeResponse(bw, ex.req, resp, ex.last)
 			if failed == nil {
 				failed = bw.Flush()
 			}
-			if failed == nil && ex.last {
+			if failed == nil && last {
 				failed = io.EOF
 			}
 		}
@@ -264,37 +265,38 @@ func (p *repoProxy) writeResponses(c net.Conn, queue <-chan *exchange, cancel co
 	return failed
 }
 
-// writeResponse writes resp to the client as HTTP/1.1, keeping the
-// connection open unless ex is the last exchange on it.
-func writeResponse(w io.Writer, ex *exchange, resp *http.Response) error {
+// writeResponse writes resp to the client as HTTP/1.1 and reports
+// whether the connection ends after it: when last says so, or when an
+// HTTP/1.0 client must read a body of unknown length to the end.
+func writeResponse(w io.Writer, req *http.Request, resp *http.Response, last bool) (bool, error) {
 	out := &http.Response{
 		StatusCode:    resp.StatusCode,
 		Status:        resp.Status,
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        resp.Header.Clone(),
+		Header:        http.Header{},
 		Body:          resp.Body,
 		ContentLength: resp.ContentLength,
-		Request:       ex.req,
-		Close:         ex.last,
+		Request:       req,
+		Close:         last,
+	}
+	if resp.Header != nil {
+		out.Header = resp.Header.Clone()
 	}
 	for _, h := range hopHeaders {
 		out.Header.Del(h)
 	}
-	if out.Header == nil {
-		out.Header = http.Header{}
-	}
-	if out.ContentLength < 0 && bodyAllowed(resp.StatusCode) && (ex.req == nil || ex.req.Method != http.MethodHead) {
-		if ex.req != nil && ex.req.ProtoAtLeast(1, 1) {
+	if out.ContentLength < 0 && bodyAllowed(resp.StatusCode) && (req == nil || req.Method != http.MethodHead) {
+		if req != nil && req.ProtoAtLeast(1, 1) {
 			// Length unknown (chunked or until close upstream): chunked
 			// to the client, so the connection carries the next response.
 			out.TransferEncoding = []string{"chunked"}
 		} else {
 			// An HTTP/1.0 client reads it until the connection ends.
-			out.Close, ex.last = true, true
+			out.Close = true
 		}
 	}
-	return out.Write(w)
+	return out.Close, out.Write(w)
 }
 
 func readyExchange(req *http.Request, resp *http.Response, last bool) *exchange {
@@ -330,7 +332,7 @@ func (p *repoProxy) refusal(what string) *http.Response {
 // br holds what the client sent after its CONNECT request.
 func (p *repoProxy) connect(c net.Conn, br *bufio.Reader, req *http.Request) {
 	refuse := func(resp *http.Response) {
-		_ = writeResponse(c, &exchange{req: req, last: true}, resp)
+		_, _ = writeResponse(c, req, resp, true)
 	}
 	if !p.allowedHost(req.Host) {
 		refuse(p.refusal("CONNECT " + req.Host))

@@ -103,10 +103,9 @@ func BenchmarkColdLevers(b *testing.B) {
 		{name: "excludes-by-tar-filter", edit: func(a []string) []string {
 			a = drop(slimHook())(a)
 			o := []string{}
-			for _, p := range slimPaths {
-				o = append(o, "--dpkgopt=path-exclude=/usr/share/"+p+"/*")
+			for _, s := range slimOptions() {
+				o = append(o, "--dpkgopt="+s)
 			}
-			o = append(o, "--dpkgopt=path-include=/usr/share/doc/*/copyright")
 			return append(a[:1], append(o, a[1:]...)...)
 		}},
 		{name: "without-man-db-off", edit: drop(manDBHook)},

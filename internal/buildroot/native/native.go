@@ -305,18 +305,28 @@ func options() []string {
 // the essential set (whose copies of the excluded files it removes), so
 // that extraction runs without mmdebstrap's tar filter.
 func slimHook() string {
-	lines := []string{}
+	quoted := []string{}
+	for _, o := range slimOptions() {
+		quoted = append(quoted, "'"+o+"'")
+	}
 	dirs := []string{}
 	for _, p := range slimPaths {
-		lines = append(lines, "'path-exclude=/usr/share/"+p+"/*'")
 		if p != "doc" {
 			dirs = append(dirs, "usr/share/"+p+"/*")
 		}
 	}
-	lines = append(lines, "'path-include=/usr/share/doc/*/copyright'")
-	return `--extract-hook=set -e; cd "$1"; mkdir -p etc/dpkg/dpkg.cfg.d; printf '%s\n' ` + strings.Join(lines, " ") +
+	return `--extract-hook=set -e; cd "$1"; mkdir -p etc/dpkg/dpkg.cfg.d; printf '%s\n' ` + strings.Join(quoted, " ") +
 		` > etc/dpkg/dpkg.cfg.d/99cloud-builder-slim; rm -rf ` + strings.Join(dirs, " ") +
 		`; if [ -d usr/share/doc ]; then find usr/share/doc ! -type d ! -name copyright -delete; fi`
+}
+
+// slimOptions are dpkg's options for the path excludes, in order.
+func slimOptions() []string {
+	o := []string{}
+	for _, p := range slimPaths {
+		o = append(o, "path-exclude=/usr/share/"+p+"/*")
+	}
+	return append(o, "path-include=/usr/share/doc/*/copyright")
 }
 
 var slimPaths = []string{"man", "doc", "info", "locale"}
